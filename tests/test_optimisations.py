@@ -14,7 +14,7 @@ def test_pool_many_equals_pooling_each_subset(cls):
     torch.manual_seed(1)
     agg = make_aggregator(cls, E, D).double()
     g_ = torch.Generator().manual_seed(0)
-    h = torch.randn(B, M, E, generator=g_, dtype=torch.float64)
+    h = torch.randn(B, M, E, generator=g_, dtype=torch.float64).requires_grad_()
     present = torch.rand(B, M, generator=g_) < 0.8
     present[0] = True
     subset = present & (torch.rand(B, M, generator=g_) < 0.5)
@@ -23,9 +23,11 @@ def test_pool_many_equals_pooling_each_subset(cls):
 
     def grads(dists):
         agg.zero_grad()
+        h.grad = None
         lp = torch.stack([q.log_prob(z) for q in dists])
         lp.sum().backward()
-        return lp.detach(), [p.grad.clone() for p in agg.parameters() if p.grad is not None]
+        # the features' gradient too: shared work must not leak S's gradient into modalities outside S
+        return lp.detach(), [p.grad.clone() for p in agg.parameters() if p.grad is not None] + [h.grad.clone()]
 
     g = agg.embed(h, present)
     lp_many, grad_many = grads(agg.pool_many(g, [subset, present]))

@@ -7,7 +7,7 @@ Each modality's feature ``h_s`` gives an expert ``N(μ_s, σ_s²)``: either dire
 from __future__ import annotations
 
 import itertools
-
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -132,30 +132,57 @@ class MoPoE(_Experts):
         return torch.where(t.any(-1, keepdim=True), t, forced)
 
     def pool(self, g: Tensor, subset: Tensor) -> Distribution:
+        return self.pool_many(g, [subset])[0]
+
+    def pool_many(self, g: Tensor, subsets: Sequence[Tensor]) -> list[Distribution]:
+        """The subsets' mixtures share their components when the subsets are enumerated exactly.
+
+        With full enumeration the component for T is ``PoE(T)`` whatever S is; S only decides which components are
+        on (T ⊆ S). So the PoEs are built once, from the features of the union of the subsets (the masked bound's
+        S ⊆ O: the components of O), and each subset gets its own mixture weights. Components outside a subset
+        have weight exactly zero, so neither their values nor their gradients reach that subset's mixture.
+        """
+        b, m, _ = g.shape
+        if m > self.max_modalities:
+            if self.num_subsets is None:
+                raise ValueError(
+                    f"MoPoE enumerates 2^M - 1 subsets: {m} modalities exceed max_modalities={self.max_modalities} "
+                    f"(2^{m} - 1 = {2**m - 1} components). Raise max_modalities, or pass num_subsets=K to sample K "
+                    "subsets per data point."
+                )
+            return [self._pool_sampled(g, s) for s in subsets]
+        union = subsets[0]
+        for s in subsets[1:]:
+            union = union | s
+        g = torch.where(union[..., None], g, torch.zeros((), dtype=g.dtype, device=g.device))
+        # Components: the PoEs of subsets T (rows of t), the empty subset last. Its sums are zero, so its PoE is the
+        # prior N(0, I) without building that component separately.
+        t = self._all_subsets(m, g.device)  # (C + 1, M)
+        loc, scale = self._poe(torch.matmul(t.to(g.dtype), g))  # (C + 1, M) @ (B, M, F) -> (B, C + 1, D) each
+        out = []
+        for subset in subsets:
+            on = ~(t[None] & ~subset[:, None, :]).any(-1)  # (B, C + 1): T ⊆ S
+            out.append(self._mixture(on, subset, loc, scale))
+        return out
+
+    def _pool_sampled(self, g: Tensor, subset: Tensor) -> Distribution:
+        """``num_subsets`` random non-empty subsets of S per data point (past ``max_modalities``)."""
         b, m, _ = g.shape
         g = torch.where(subset[..., None], g, torch.zeros((), dtype=g.dtype, device=g.device))
-        # Components: the PoEs of subsets T (rows of t), the empty subset last. Its sums are zero, so its PoE is the
-        # prior N(0, I) without building that component separately; it is on exactly when S is empty.
-        if m <= self.max_modalities:
-            t = self._all_subsets(m, g.device)  # (C + 1, M)
-            on = ~(t[None] & ~subset[:, None, :]).any(-1)  # (B, C + 1): T ⊆ S
-            sums = torch.matmul(t.to(g.dtype), g)  # (C + 1, M) @ (B, M, F) -> (B, C + 1, F)
-        elif self.num_subsets is not None:
-            t = self._sampled_subsets(subset)  # (B, C, M), all empty when S is
-            t = torch.cat([t, t.new_zeros(b, 1, m)], dim=1)  # (B, C + 1, M)
-            on = t.any(-1)
-            sums = torch.bmm(t.to(g.dtype), g)  # (B, C + 1, F)
-        else:
-            raise ValueError(
-                f"MoPoE enumerates 2^M - 1 subsets: {m} modalities exceed max_modalities={self.max_modalities} "
-                f"(2^{m} - 1 = {2**m - 1} components). Raise max_modalities, or pass num_subsets=K to sample K "
-                "subsets per data point."
-            )
-        empty = ~subset.any(-1, keepdim=True)  # (B, 1)
-        on = torch.cat([on[..., :-1], empty], dim=-1)  # non-empty T ⊆ S; the prior only when S = ∅
-        weighted_loc, precision = sums.split(self.latent_dim, dim=-1)  # (B, C + 1, D)
+        t = self._sampled_subsets(subset)  # (B, C, M), all empty when S is
+        t = torch.cat([t, t.new_zeros(b, 1, m)], dim=1)  # (B, C + 1, M)
+        loc, scale = self._poe(torch.bmm(t.to(g.dtype), g))  # (B, C + 1, D) each
+        return self._mixture(t.any(-1), subset, loc, scale)
+
+    def _poe(self, sums: Tensor) -> tuple[Tensor, Tensor]:
+        """Subset sums of ``[μ σ⁻², σ⁻²]`` → (loc, scale) of each product with the prior expert."""
+        weighted_loc, precision = sums.split(self.latent_dim, dim=-1)
         precision = 1.0 + precision
-        logits = torch.where(on, 0.0, _NEG_INF).to(g.dtype)
-        return diag_normal_mixture(logits, weighted_loc / precision, precision.rsqrt())
+        return weighted_loc / precision, precision.rsqrt()
 
-
+    def _mixture(self, on: Tensor, subset: Tensor, loc: Tensor, scale: Tensor) -> Distribution:
+        """Uniform over the non-empty components that are ``on``; the last (the prior) only when S = ∅."""
+        empty = ~subset.any(-1, keepdim=True)  # (B, 1)
+        on = torch.cat([on[..., :-1], empty], dim=-1)
+        logits = torch.where(on, 0.0, _NEG_INF).to(loc.dtype)
+        return diag_normal_mixture(logits, loc, scale)
