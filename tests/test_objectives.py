@@ -162,7 +162,8 @@ def test_each_modality_encoded_and_decoded_once_per_step(obj_cls):
     for m in model.modalities.values():
         m.encoder.register_forward_hook(lambda *a: calls.__setitem__("enc", calls["enc"] + 1))
         m.decoder.register_forward_hook(lambda *a: calls.__setitem__("dec", calls["dec"] + 1))
-    model.aggregator.chi.register_forward_hook(lambda *a: calls.__setitem__("chi", calls["chi"] + 1))
+    # χ's first layer: SumPooling applies χ's last (linear) layer after pooling, once per pooled subset
+    model.aggregator.chi[0].register_forward_hook(lambda *a: calls.__setitem__("chi", calls["chi"] + 1))
     obj_cls(num_samples=3)(model, random_batch(model)).loss.backward()
     assert calls == {"enc": 3, "dec": 3, "chi": 1}
 

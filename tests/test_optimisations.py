@@ -106,3 +106,29 @@ def test_attention_block_compact_pooling_equals_dense():
         return out.detach(), grads
 
     torch.testing.assert_close(run(True), run(False), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [aggregators.SumPooling, aggregators.SumPoolingMixture], ids=lambda c: c.__name__)
+def test_sum_pooling_equals_deep_sets_formula(cls):
+    """χ's last layer applied after the sum gives ρ(Σ_{s∈S} χ(h_s)) exactly, in values and gradients."""
+    torch.manual_seed(0)
+    agg = make_aggregator(cls, E, D).double()
+    g_ = torch.Generator().manual_seed(3)
+    h = torch.randn(B, M, E, generator=g_, dtype=torch.float64).requires_grad_()
+    subset = torch.rand(B, M, generator=g_) < 0.5
+    subset[0] = False  # the empty set: ρ(0)
+    z = torch.randn(B, D, generator=g_, dtype=torch.float64)
+
+    def run(dist_fn):
+        agg.zero_grad()
+        h.grad = None
+        lp = dist_fn().log_prob(z)
+        lp.sum().backward()
+        return lp.detach(), [p.grad.clone() for p in agg.parameters()] + [h.grad.clone()]
+
+    def formula():
+        chi = agg.chi(torch.where(subset[..., None], h, 0.0))
+        return agg._head((chi * subset[..., None]).sum(1))
+
+    torch.testing.assert_close(run(lambda: agg.pool(agg.embed(h, subset), subset)), run(formula),
+                               rtol=1e-12, atol=1e-12)

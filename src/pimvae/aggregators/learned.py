@@ -145,7 +145,23 @@ class _Pooling(Aggregator):
 
 
 class SumPooling(_Pooling):
-    """DeepSets: ``[μ, σ] = ρ(Σ_{s∈S} χ(h_s))`` (Example 6)."""
+    """DeepSets: ``[μ, σ] = ρ(Σ_{s∈S} χ(h_s))`` (Example 6).
+
+    χ's last layer is linear, so it commutes with the sum: ``Σ_s (W a_s + b) = W Σ_s a_s + |S| b``. ``embed``
+    therefore stops at χ's last hidden activations ``a_s`` and ``pool`` applies the last layer once per data point
+    after the masked sum, instead of once per modality (and once per subset in the masked bound).
+    """
+
+    def _embed(self, h: Tensor) -> Tensor:
+        x = flat(h)
+        for layer in list(self.chi)[:-1]:
+            x = layer(x)
+        return x.view(*h.shape[:-1], x.shape[-1])
+
+    def pool(self, g: Tensor, subset: Tensor) -> Distribution:
+        last = self.chi[-1]
+        size = subset.sum(-1, keepdim=True).to(g.dtype)  # (B, 1)
+        return self._head(F.linear(masked_sum(g, subset), last.weight) + size * last.bias)
 
 
 class SelfAttention(_Pooling):
