@@ -12,7 +12,18 @@ B, M, E, D = 6, 4, 6, 3
 @pytest.mark.parametrize("cls", ALL_AGGREGATORS, ids=lambda c: c.__name__)
 def test_pool_many_equals_pooling_each_subset(cls):
     torch.manual_seed(1)
-    agg = make_aggregator(cls, E, D).double()
+    _check_pool_many(make_aggregator(cls, E, D).double())
+
+
+@pytest.mark.parametrize("num_blocks", [2, 3])
+def test_pool_many_equals_pooling_each_subset_deeper_attention(num_blocks):
+    torch.manual_seed(1)
+    agg = aggregators.SelfAttention(E, D, embed_dim=16, chi_hidden=(16,), rho_hidden=(16,), num_heads=2, ff_dim=16,
+                                    num_blocks=num_blocks)
+    _check_pool_many(agg.double())
+
+
+def _check_pool_many(agg):
     g_ = torch.Generator().manual_seed(0)
     h = torch.randn(B, M, E, generator=g_, dtype=torch.float64).requires_grad_()
     present = torch.rand(B, M, generator=g_) < 0.8
@@ -132,3 +143,28 @@ def test_sum_pooling_equals_deep_sets_formula(cls):
 
     torch.testing.assert_close(run(lambda: agg.pool(agg.embed(h, subset), subset)), run(formula),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("m", [4, 20])  # shared scores, and the per-subset fused kernel past 16 slots
+def test_attention_many_equals_attention_per_subset(m):
+    from pimvae.aggregators.learned import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(8, 2, 8).double()
+    g_ = torch.Generator().manual_seed(5)
+    g = torch.randn(3, m, 8, generator=g_, dtype=torch.float64, requires_grad=True)
+    subsets = [torch.rand(3, m, generator=g_) < 0.5 for _ in range(3)]
+    subsets[0][0] = False  # an empty set attends everywhere (its outputs are discarded by the pooling)
+    w = torch.randn(3, 3, m, 8, generator=g_, dtype=torch.float64)
+
+    def run(attns):
+        loss = sum((a * w[i]).sum() for i, a in enumerate(attns))
+        return torch.stack(attns).detach(), torch.autograd.grad(loss, [g, *block.parameters()], allow_unused=True)
+
+    many = run(block.attention_many(g, subsets))
+    each = run([block.attention(g, s) for s in subsets])
+    torch.testing.assert_close(many[0], each[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(many[1], each[1]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -45,7 +45,8 @@ class AttentionBlock(nn.Module):
         g = self.attend(g, subset, qkv)
         return g + self.ff(self.norm2(g))
 
-    def pooled(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None, compact: bool | None = None) -> Tensor:
+    def pooled(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None, compact: bool | None = None,
+               attn: Tensor | None = None) -> Tensor:
         """``Σ_{s∈S} forward(g, subset)_s``, ``(B, F)``, computing per-slot work only where it is pooled.
 
         After the attention every step is per slot, and only slots in S are summed, so:
@@ -55,11 +56,14 @@ class AttentionBlock(nn.Module):
           then does about half the work. The gather has a data-dependent size, which would synchronise an
           accelerator with the host and break a compiled graph, so there the dense ``(B, M, F)`` path runs.
         * the feed-forward's last linear layer runs after the sum: ``Σ_s (W a_s + b) = W Σ_s a_s + |S| b``.
+
+        ``attn``: :meth:`attention` of ``(g, subset)`` when already computed (see :meth:`attention_many`).
         """
         b, m, f = g.shape
         if compact is None:
             compact = g.device.type == "cpu" and not is_compiling()
-        attn = self.attention(g, subset, qkv)  # (B, M, F)
+        if attn is None:
+            attn = self.attention(g, subset, qkv)  # (B, M, F)
         *hidden, last = self.ff
         if compact:
             rows = subset.reshape(-1).nonzero().squeeze(-1)  # (N_S,) indices into B·M
@@ -85,15 +89,48 @@ class AttentionBlock(nn.Module):
     def attention(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None) -> Tensor:
         """Masked multi-head attention over the slots, heads concatenated, before the output projection."""
         b, m, f = g.shape
+        q, k, v = self._heads(g, qkv)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=_keys(subset)[:, None, None, :])  # (B, H, M, f/H)
+        return attn.transpose(1, 2).reshape(b, m, f)
+
+    def attention_many(self, g: Tensor, subsets: Sequence[Tensor], qkv: Tensor | None = None) -> list[Tensor]:
+        """:meth:`attention` for several subsets of the same slots, sharing the scores ``q kᵀ``.
+
+        Queries, keys and values do not depend on the subset, so the scores are computed once; each subset masks
+        them with its own keys, and one product with the values serves every subset. At the set sizes of
+        multimodal data (a handful of slots) the attention is bound by per-call overhead, not FLOPs: for the
+        masked bound's S and O this costs about 0.75 of two ``scaled_dot_product_attention`` calls.
+        """
+        b, m, f = g.shape
+        n, h = len(subsets), self.num_heads
+        if m > _SHARED_SCORES_MAX_SLOTS:  # dense (B, H, n, M, M) scores: let the fused kernel tile large sets
+            return [self.attention(g, s, qkv) for s in subsets]
+        q, k, v = self._heads(g, qkv)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (f // h) ** -0.5  # (B, H, M, M)
+        keys = torch.stack([_keys(s) for s in subsets], dim=1)  # (B, n, M)
+        scores = scores[:, :, None].masked_fill(~keys[:, None, :, None, :], float("-inf"))  # (B, H, n, M, M)
+        weights = torch.softmax(scores, dim=-1).view(b, h, n * m, m)
+        out = torch.matmul(weights, v).view(b, h, n, m, f // h)  # (B, H, n, M, F/H)
+        return list(out.permute(2, 0, 3, 1, 4).reshape(n, b, m, f).unbind(0))
+
+    def _heads(self, g: Tensor, qkv: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values, ``(B, H, M, F/H)`` each."""
+        b, m, f = g.shape
         if qkv is None:
             qkv = self.project(g)
-        # (B, H, M, F/H) each; split + transpose (not a permute + unbind, whose backward stacks and copies)
-        q, k, v = (t.view(b, m, self.num_heads, f // self.num_heads).transpose(1, 2) for t in qkv.split(f, dim=-1))
-        # Keys outside S are masked. A row with an empty S has no key at all: let it attend everywhere — its
-        # outputs are discarded by the masked pooling, and the values are finite (absent slots were zeroed).
-        keys = subset | ~subset.any(-1, keepdim=True)  # (B, M)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])  # (B, H, M, f/H)
-        return attn.transpose(1, 2).reshape(b, m, f)
+        # split + transpose (not a permute + unbind, whose backward stacks and copies)
+        return tuple(t.view(b, m, self.num_heads, f // self.num_heads).transpose(1, 2) for t in qkv.split(f, dim=-1))
+
+
+#: above this many slots `attention_many` calls the fused kernel once per subset instead of sharing dense scores
+_SHARED_SCORES_MAX_SLOTS = 16
+
+
+def _keys(subset: Tensor) -> Tensor:
+    """The slots a query may attend to: those in S. A row with an empty S has no key at all: let it attend
+    everywhere — its outputs are discarded by the masked pooling, and the values are finite (absent slots were
+    zeroed before any network saw them)."""
+    return subset | ~subset.any(-1, keepdim=True)  # (B, M)
 
 
 class _Pooling(Aggregator):
@@ -205,9 +242,21 @@ class SelfAttention(_Pooling):
     def pool_many(self, g: Tensor, subsets: Sequence[Tensor]) -> list[Distribution]:
         if len(subsets) < 2 or not self.blocks:
             return super().pool_many(g, subsets)
-        # The first block's LN and qkv projection read g only, not the subset: computed once for every subset.
-        qkv = self.blocks[0].project(g)  # (B, M, 3F)
-        return [self.pool(g, s, qkv) for s in subsets]
+        # The first block's LN, qkv projection and attention scores read g only, not the subset: computed once.
+        first = self.blocks[0]
+        qkv = first.project(g)  # (B, M, 3F)
+        attns = first.attention_many(g, subsets, qkv)
+        if len(self.blocks) == 1:
+            return [self._head(first.pooled(g, s, attn=a)) for s, a in zip(subsets, attns)]
+        out = []
+        for s, a in zip(subsets, attns):
+            x = g + first.out(flat(a)).view(g.shape)
+            x = x + first.ff(first.norm2(x))
+            *middle, last = self.blocks[1:]
+            for block in middle:
+                x = block(x, s)
+            out.append(self._head(last.pooled(x, s)))
+        return out
 
     def config(self) -> dict:
         return {**super().config(), "num_blocks": self.num_blocks, "num_heads": self.num_heads, "ff_dim": self.ff_dim}
