@@ -259,3 +259,55 @@ def test_missing_key_allowed_when_modality_absent_everywhere():
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="'x1' is marked present"):
         full(model, pimvae.Batch({"x0": good.data["x0"], "x2": good.data["x2"]}, torch.ones(6, 3, dtype=torch.bool)))
+
+
+def test_masked_bound_can_exceed_log_likelihood_when_q_s_is_not_the_posterior():
+    """L_S + L_\\S ≤ log p(x) needs q(z|x_S) = p(z|x_S) (the paper, after its Proposition 2); otherwise one data
+    point's value can exceed log p(x). Closed-form model: z ~ N(0, 1), x1 | z ~ N(z, 1), x2 | z ~ N(z, 0.1²),
+    x = (0, 2), S = {x1}, q(z|x) the exact posterior and q(z|x_S) = N(0.7, 0.94²) instead of N(0, 1/2).
+    The closed form of the bound there is −3.69 against log p(x) = −5.77."""
+    from torch.distributions import MultivariateNormal
+
+    from pimvae.nn import softplus_inverse
+
+    torch.manual_seed(0)
+    w, x1, x2, m, s = 0.1, 0.0, 2.0, 0.7, 0.94
+    log_p = MultivariateNormal(torch.zeros(2, dtype=torch.float64),
+                               torch.tensor([[2.0, 1.0], [1.0, 1 + w * w]], dtype=torch.float64)).log_prob(
+        torch.tensor([x1, x2], dtype=torch.float64))
+    def constant(mu, precision):  # an encoder whose expert is N(mu, 1/precision) whatever the input
+        enc = torch.nn.Linear(1, 2).double()
+        with torch.no_grad():
+            enc.weight.zero_()
+            enc.bias.copy_(torch.tensor([mu, float(softplus_inverse(torch.tensor(precision ** -0.5 - 1e-3)))]))
+        return enc
+
+    def identity():  # the decoder mean is z
+        dec = torch.nn.Linear(1, 1).double()
+        with torch.no_grad():
+            dec.weight.fill_(1.0)
+            dec.bias.zero_()
+        return dec
+
+    def masked_bound(m, s):
+        # PoE with the prior expert: q_S = prior × e1 = N(m, s²), q_O = prior × e1 × e2 = the exact posterior.
+        p1 = 1 / s**2 - 1
+        mu1 = m / (s**2 * p1)
+        prec = 2 + 1 / w**2
+        p2 = prec - 1 - p1
+        mu2 = ((x1 + x2 / w**2) - mu1 * p1) / p2
+        mods = {name: pimvae.Modality(constant(mu, p), identity(), pimvae.likelihoods.Normal(scale=scale))
+                for name, (mu, p, scale) in {"x1": (mu1, p1, 1.0), "x2": (mu2, p2, w)}.items()}
+        model = pimvae.MultimodalVAE(mods, pimvae.aggregators.PoE(2, 1, projection=False),
+                                     pimvae.priors.StandardNormal(1)).double()
+        batch = pimvae.Batch({"x1": torch.tensor([[x1]], dtype=torch.float64),
+                              "x2": torch.tensor([[x2]], dtype=torch.float64)})
+        objective = objectives.MaskedBound(subsets=objectives.Fixed(["x1"]), num_samples=200_000)
+        with torch.no_grad():
+            return objective(model, batch).terms["bound"]
+
+    # control: with q_S = p(z | x1) = N(x1 / 2, 1/2) the bound is log p(x) exactly (every sample)
+    torch.testing.assert_close(masked_bound(x1 / 2, 0.5**0.5), log_p.reshape(1), rtol=0, atol=1e-6)
+    bound = masked_bound(m, s)
+    torch.testing.assert_close(bound, torch.tensor([-3.6935], dtype=torch.float64), rtol=0, atol=0.02)
+    assert bound.item() > log_p.item() + 2.0

@@ -198,6 +198,12 @@ class MaskedBound(Objective):
     """The paper's masked bound ``L_S(x_S) + L_\\S(x)`` with ``S ~ ρ`` inside the observed set (eq. 4, 5).
 
     ``terms``: ``L_S`` and ``L_not_S`` (the two parts), ``bound`` their sum.
+
+    It equals ``log p(x)`` when both encoders are the true posteriors. It is a lower bound on ``log p(x)`` only
+    when ``q(z | x_S)`` is the true ``p(z | x_S)``: ``L_\\S`` bounds ``log ∫ p(x_\\S | z) q(z | x_S) dz``, not
+    ``log p(x_\\S | x_S)``, so one data point's value can exceed ``log p(x)`` (a closed-form example is in
+    ``tests/test_objectives.py``). Compare models with importance-sampled log-likelihoods
+    (:func:`pimvae.evaluation.log_likelihood`), not with this value.
     """
 
     parts = ("L_S", "L_not_S")
