@@ -7,12 +7,15 @@ Declare modalities, pick an aggregator, a prior and an objective; any combinatio
     out.loss.backward()
 """
 
-from . import aggregators, distributions, likelihoods, objectives, priors
+from . import aggregators, distributions, likelihoods, objectives, priors, private
 from .modality import Modality
 from .model import Batch, Embedding, MultimodalVAE
 from .objectives import LossOutput
+from .private import (IndependentPrivate, PrivatePosterior, PrivatePrior, SelfAttentionPrivate, SumPoolingPrivate,
+                      WithPrivate)
 
 __version__ = "0.1.0"
 
 __all__ = ["Modality", "MultimodalVAE", "Batch", "Embedding", "LossOutput", "aggregators", "likelihoods",
-           "objectives", "priors", "distributions", "__version__"]
+           "objectives", "priors", "distributions", "private", "WithPrivate", "PrivatePrior", "PrivatePosterior",
+           "IndependentPrivate", "SumPoolingPrivate", "SelfAttentionPrivate", "__version__"]

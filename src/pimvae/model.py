@@ -24,6 +24,7 @@ from torch.distributions import Distribution
 from .aggregators import Aggregator
 from .modality import Modality
 from .priors import Prior
+from .private import PrivatePrior, WithPrivate
 
 __all__ = ["Batch", "MultimodalVAE", "Embedding"]
 
@@ -76,6 +77,15 @@ class MultimodalVAE(nn.Module):
                 raise TypeError(f"modality {name!r} must be a pimvae.Modality, got {type(mod).__name__}")
         if aggregator.latent_dim != prior.latent_dim:
             raise ValueError(f"aggregator latent_dim {aggregator.latent_dim} != prior latent_dim {prior.latent_dim}")
+        if isinstance(aggregator, WithPrivate):
+            if aggregator.num_modalities != len(modalities):
+                raise ValueError(f"the private-latent aggregator has num_modalities={aggregator.num_modalities}, but the "
+                                 f"model has {len(modalities)} modalities {list(modalities)}")
+            if isinstance(prior, PrivatePrior) and (prior.shared_dim, prior.private_dim, prior.num_modalities) != (
+                    aggregator.shared_dim, aggregator.private_dim, aggregator.num_modalities):
+                raise ValueError(f"the private prior splits the latent as shared {prior.shared_dim} + "
+                                 f"{prior.num_modalities} x private {prior.private_dim}, the aggregator as shared "
+                                 f"{aggregator.shared_dim} + {aggregator.num_modalities} x private {aggregator.private_dim}")
         self.modalities = nn.ModuleDict(dict(modalities))
         self.aggregator = aggregator
         self.prior = prior
@@ -182,8 +192,13 @@ class MultimodalVAE(nn.Module):
 
     # -- decoder ----------------------------------------------------------------------------------------------
     def decoder_input(self, z: Tensor, name: str) -> Tensor:
-        """The part of the latent that modality ``name``'s decoder reads (all of it, without private latents)."""
-        return z
+        """The part of the latent that modality ``name``'s decoder reads: all of it, or ``(z', z̃_name)`` with private
+        latents (a :class:`pimvae.private.WithPrivate` aggregator; ``z = [z', z̃_1, …, z̃_M]``)."""
+        agg = self.aggregator
+        if not isinstance(agg, WithPrivate):
+            return z
+        start = agg.shared_dim + self.names.index(name) * agg.private_dim
+        return torch.cat([z[..., : agg.shared_dim], z[..., start: start + agg.private_dim]], dim=-1)
 
     def decode(self, z: Tensor | Mapping[str, Tensor], names: Iterable[str] | None = None) -> dict[str, Distribution]:
         """``p(x_s | z)`` for each modality (or those in ``names``). ``z (*lead, D)``, or one ``z`` per modality."""
