@@ -17,7 +17,7 @@ passed again at load time, built the same way, under its path::
     model = MultimodalVAE.load("trained", modules={"image.encoder": MyEncoder(...)})
 
 Paths: ``"<modality>.encoder"``, ``"<modality>.decoder"``, ``"<modality>.likelihood"``, ``"aggregator"``,
-``"prior"``. The weights of a passed module are loaded from the file like any other.
+``"prior"`` (with private latents also ``"aggregator.shared"``, ``"aggregator.private"``, ``"prior.shared"``). The weights of a passed module are loaded from the file like any other.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 from torch import nn
 
-from . import aggregators, architectures, likelihoods, priors
+from . import aggregators, architectures, likelihoods, priors, private
 from .modality import Modality
 from .nn import MLP
 
@@ -84,6 +84,7 @@ _ROLES: dict[str, Mapping[str, type]] = {
     "likelihood": likelihoods.REGISTRY,
     "aggregator": aggregators.REGISTRY,
     "prior": priors.REGISTRY,
+    "private": private.REGISTRY,
     "network": {**architectures.REGISTRY, "pimvae.nn.MLP": MLP},
 }
 
@@ -106,7 +107,18 @@ def _name_of(obj: object, table: Mapping[str, type]) -> str | None:
 
 
 def describe_module(module: nn.Module, role: str = "network") -> dict:
-    """``{"type": name, **config}`` for a known module, ``{"type": "custom", "class": ...}`` otherwise."""
+    """``{"type": name, **config}`` for a known module, ``{"type": "custom", "class": ...}`` otherwise.
+
+    Private latents nest: a :class:`~pimvae.private.WithPrivate` aggregator is ``{"type": "with_private",
+    "shared": <aggregator>, "private": <private encoder>, "num_modalities": M}`` and a
+    :class:`~pimvae.private.PrivatePrior` is ``{"type": "private", "shared": <prior>, ...}``; the nested records
+    keep their own ``feature_dim`` / ``latent_dim``.
+    """
+    if role == "aggregator" and type(module) is private.WithPrivate:
+        return {"type": "with_private", "shared": describe_module(module.shared, "aggregator"),
+                "private": describe_module(module.private, "private"), **_jsonable(module.config())}
+    if role == "prior" and type(module) is private.PrivatePrior:
+        return {"type": "private", "shared": describe_module(module.shared, "prior"), **_jsonable(module.config())}
     name = _name_of(module, _ROLES[role])
     if name is not None:
         return {"type": name, **_jsonable(module.config())}
@@ -136,10 +148,28 @@ def build_module(spec: Mapping, path: str, role: str = "network", modules: Mappi
         return nn.Sequential(*[build_module(s, f"{path}.{i}", role, modules) for i, s in enumerate(spec["layers"])])
     if kind in _TORCH_BY_NAME:
         return _TORCH_BY_NAME[kind](**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    if (role, kind) in (("aggregator", "with_private"), ("prior", "private")):
+        return _build_private(role, spec, path, modules, context)
     table = _ROLES[role]
     if kind not in table:
         raise ValueError(f"{path}: unknown {role} type {kind!r}; known: {sorted(table)}")
     return table[kind](**context, **spec)
+
+
+def _build_private(role: str, spec: dict, path: str, modules: Mapping[str, nn.Module] | None, context: dict) -> nn.Module:
+    """A :class:`~pimvae.private.WithPrivate` aggregator or :class:`~pimvae.private.PrivatePrior` from its nested
+    record; ``context`` (the model's ``latent_dim`` / ``feature_dim``) is checked against the rebuilt module."""
+    shared = build_module(spec.pop("shared"), f"{path}.shared", role, modules)
+    if role == "aggregator":
+        built: nn.Module = private.WithPrivate(shared, build_module(spec.pop("private"), f"{path}.private", "private",
+                                                                    modules), **spec)
+    else:
+        built = private.PrivatePrior(shared, **spec)
+    for key, value in context.items():
+        if getattr(built, key, value) != value:
+            raise ValueError(f"{path}: the rebuilt {type(built).__name__} has {key}={getattr(built, key)}, the saved "
+                             f"model has {value}")
+    return built
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,6 +311,10 @@ def load_model(directory: str | Path, modules: Mapping[str, nn.Module] | None = 
 
 def _paths(config: dict) -> set[str]:
     paths = {"aggregator", "prior"}
+    if config["aggregator"].get("type") == "with_private":
+        paths |= {"aggregator.shared", "aggregator.private"}
+    if config["prior"].get("type") == "private":
+        paths.add("prior.shared")
     for name in config["modalities"]:
         paths |= {f"{name}.encoder", f"{name}.decoder", f"{name}.likelihood"}
     return paths
