@@ -28,6 +28,7 @@ from torch.distributions import (
 
 from ..data.dataset import MultimodalDataset
 from ..model import Batch, MultimodalVAE
+from ..private import PrivatePosterior
 
 __all__ = ["Data", "SubsetSpec", "evaluating", "seeded", "iter_batches", "resolve_subset", "subset_key", "ParticleNoise",
            "reparam", "register_reparam", "kl", "as_mvn", "check_positive"]
@@ -234,6 +235,15 @@ def _(q: Independent, u: Tensor, eps: Tensor) -> Tensor:
     if isinstance(base, Normal) and q.reinterpreted_batch_ndims == 1:
         return base.loc + base.scale * eps
     return q.sample((u.shape[0],))
+
+
+@register_reparam(PrivatePosterior)
+def _(q: PrivatePosterior, u: Tensor, eps: Tensor) -> Tensor:
+    # The first D' noise coordinates draw z' from the shared posterior, the rest the private parts given z'.
+    eps_shared, eps_private = q.split(eps)
+    z_shared = reparam(q.shared, u, eps_shared)  # (K, *B, D')
+    loc, scale = q.private(z_shared)  # (K, *B, M, D̃); (0, 1) outside S
+    return torch.cat([z_shared, (loc + scale * eps_private).flatten(-2)], dim=-1)
 
 
 @register_reparam(MultivariateNormal)
