@@ -1,6 +1,7 @@
 """Run configs: YAML round trips, typed overrides, errors naming the key, and what a config builds."""
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,149 @@ def test_quickstart_builds_its_model_data_and_objective():
                                        "objective.beta=0.5", "objective.num_samples=3"))
     assert isinstance(obj, pimvae.objectives.MixtureBound) and obj.beta == 0.5 and obj.num_samples == 3
     assert isinstance(obj.subsets, pimvae.objectives.IndependentBernoulli) and obj.subsets.p == 0.25
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Private latents (model.private)
+# ---------------------------------------------------------------------------------------------------------------
+PRIVATE = {
+    "independent": ("{type: independent, dim: 2}", pimvae.IndependentPrivate),
+    "sum_pooling": ("{type: sum_pooling, dim: 2, width: 16, hidden: [8]}", pimvae.SumPoolingPrivate),
+    "self_attention": ("{type: self_attention, dim: 2, width: 16, hidden: [8], num_heads: 2, ff_dim: 8}",
+                       pimvae.SelfAttentionPrivate),
+}
+TINY_FIT = ["data.options.n=300", "train.max_steps=6", "train.log_every_n_steps=3", "train.progress_bar=false",
+            "train.checkpoint_every_n_steps=null", "train.tensorboard=false"]
+
+
+def test_no_private_section_by_default():
+    cfg = quickstart()
+    assert cfg.model.private is None and cfg.model.decoder_input_dim == 4
+    assert yaml.safe_load(C.dump_config(cfg))["model"]["private"] is None
+    model = C.build_model(cfg, C.build_data(quickstart("data.options.n=50")).train)
+    assert model.latent_dim == 4 and not isinstance(model.aggregator, pimvae.WithPrivate)
+    assert not isinstance(model.prior, pimvae.PrivatePrior)
+
+
+@pytest.mark.parametrize("kind", list(PRIVATE))
+def test_private_section_builds_a_private_latent_model(kind):
+    text, cls = PRIVATE[kind]
+    cfg = quickstart(f"model.private={text}", "data.options.n=100")
+    assert cfg.model.private.type == kind and cfg.model.private.options["dim"] == 2
+    assert cfg.model.decoder_input_dim == 4 + 2
+    splits = C.build_data(cfg)
+    torch.manual_seed(0)
+    model = C.build_model(cfg, splits.train)
+    assert model.latent_dim == 4 + 3 * 2  # D' + M·D̃
+    agg = model.aggregator
+    assert isinstance(agg, pimvae.WithPrivate) and type(agg.private) is cls
+    assert isinstance(agg.shared, pimvae.aggregators.SumPooling) and agg.shared.latent_dim == 4
+    assert agg.shared.embed_dim == 64  # model.aggregator options still reach the shared aggregator
+    assert (agg.shared_dim, agg.private_dim, agg.num_modalities) == (4, 2, 3)
+    assert agg.private.feature_dim == 32 and agg.private.private_dim == 2
+    if kind != "independent":
+        assert agg.private.shared_dim == 4 and agg.private.width == 16 and agg.private.hidden == [8]
+    if kind == "self_attention":
+        assert agg.private.num_heads == 2 and agg.private.ff_dim == 8
+    assert isinstance(model.prior, pimvae.PrivatePrior) and isinstance(model.prior.shared, pimvae.priors.StandardNormal)
+    assert (model.prior.shared_dim, model.prior.num_modalities, model.prior.private_dim) == (4, 3, 2)
+    for name, mod in model.modalities.items():  # decoder s reads (z', z̃_s): D' + D̃ inputs
+        assert mod.decoder.weight.shape == (splits.train.data[name].shape[1], 6)
+    batch = splits.train.batch(torch.arange(8))
+    z = model.encode(batch).rsample()
+    assert z.shape == (8, 10) and model.prior().log_prob(z).shape == (8,)
+    loss = C.build_objective(cfg)(model, batch).loss
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_private_config_yaml_round_trip(tmp_path):
+    cfg = quickstart("model.private={type: self_attention, dim: 3, num_blocks: 2}")
+    C.dump_config(cfg, tmp_path / "c.yaml")
+    again = C.load_config(tmp_path / "c.yaml")
+    assert again == cfg and again.model.private == C.Component("self_attention", {"dim": 3, "num_blocks": 2})
+    # an override of one option keeps the others; null switches private latents off
+    assert quickstart("model.private={type: independent, dim: 2}", "model.private.dim=5").model.private == \
+        C.Component("independent", {"dim": 5})
+    assert C.load_config(tmp_path / "c.yaml", ["model.private=null"]).model.private is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.private={type: sum_pooling, dim: 2, widht: 3}",
+     r"model\.private\.widht: unknown option; SumPoolingPrivate takes "
+     r"\['activation', 'dim', 'hidden', 'min_scale', 'width'\]"),
+    ("model.private={type: independent, dim: 2, width: 3}",
+     r"model\.private\.width: unknown option; IndependentPrivate takes \['dim', 'min_scale'\]"),
+    ("model.private={type: independent, dim: 2, private_dim: 3}", r"model\.private\.private_dim: unknown option"),
+    ("model.private={type: sum_pooling, dim: 2, shared_dim: 4}",
+     r"model\.private\.shared_dim is set from the data and model sizes; remove it"),
+    ("model.private={type: self_attention, dim: 2, num_heads: two}", r"model\.private\.num_heads: expected an integer"),
+    ("model.private={type: independent}", r"model\.private\.dim is required"),
+    ("model.private={type: independent, dim: 0}", r"model\.private\.dim must be a positive integer, got int 0"),
+    ("model.private={type: independent, dim: -2}", r"model\.private\.dim must be a positive integer, got int -2"),
+    ("model.private={type: independent, dim: 1.5}", r"model\.private\.dim: expected an integer, got float 1\.5"),
+    ("model.private={type: independent, dim: true}", r"model\.private\.dim: expected an integer, got bool True"),
+    ("model.private={type: nope, dim: 2}", r"model\.private\.type: unknown private 'nope'; choose from "
+                                         r"\['independent', 'self_attention', 'sum_pooling'\]"),
+    ("model.private.dim=2", r"model\.private\.type is required"),
+    ("model.private=3", r"model\.private: expected a mapping"),
+    ("model.privat={type: independent, dim: 2}", r"model\.privat: unknown key; model takes \[.*'prior', 'private'\]"),
+])
+def test_private_errors_name_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        quickstart(override)
+
+
+def test_private_example_config_loads_and_builds():
+    cfg = C.load_config(ROOT / "examples" / "configs" / "private.yaml")
+    assert cfg.model.private == C.Component("sum_pooling", {"dim": 2, "width": 64, "hidden": [64]})
+    # the quickstart plus the private section, nothing else
+    assert cfg == quickstart("model.private={type: sum_pooling, dim: 2, width: 64, hidden: [64]}")
+    splits = C.build_data(cfg)
+    model = C.build_model(cfg, splits.train)
+    assert model.latent_dim == 4 + 3 * 2 and type(model.aggregator.private) is pimvae.SumPoolingPrivate
+    assert all(m.decoder.in_features == 6 for m in model.modalities.values())
+
+
+def test_private_fit_then_save_load_round_trip(tmp_path):
+    from pimvae.training import fit_config
+
+    cfg = quickstart("model.private={type: sum_pooling, dim: 2, width: 16, hidden: [16]}", *TINY_FIT)
+    torch.manual_seed(cfg.train.seed)
+    initial = C.build_model(cfg, C.build_data(cfg).train).state_dict()
+    model, result = fit_config(cfg, tmp_path / "run")
+    assert result.steps == 6 and len(result.train_loss) == 6 and all(math.isfinite(v) for v in result.train_loss)
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in initial.items())  # training moved weights
+    assert C.load_config(tmp_path / "run" / "config.yaml") == cfg  # the resolved config keeps the section
+    loaded = pimvae.MultimodalVAE.load(tmp_path / "run" / "model")
+    assert isinstance(loaded.aggregator, pimvae.WithPrivate)
+    assert type(loaded.aggregator.private) is pimvae.SumPoolingPrivate
+    assert isinstance(loaded.prior, pimvae.PrivatePrior) and loaded.latent_dim == 10
+    sa, sb = model.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    model.eval(), loaded.eval()
+    batch = C.build_data(cfg).val.batch(torch.arange(16))
+    z = torch.randn(5, 16, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model.encode(batch).log_prob(z), loaded.encode(batch).log_prob(z))
+        assert torch.equal(model.prior().log_prob(z), loaded.prior().log_prob(z))
+        assert torch.equal(model.log_likelihoods(z, batch.data, batch.present),
+                           loaded.log_likelihoods(z, batch.data, batch.present))
+    a = pimvae.evaluation.log_likelihood(model, batch, num_particles=8, chunk_size=8, seed=0)
+    b = pimvae.evaluation.log_likelihood(loaded, batch, num_particles=8, chunk_size=8, seed=0)
+    assert a.shape == (16,) and torch.isfinite(a).all() and torch.equal(a, b)
+
+
+def test_private_example_config_through_the_cli(tmp_path, capsys):
+    from pimvae import cli
+
+    run = tmp_path / "run"
+    code = cli.main(["fit", str(ROOT / "examples" / "configs" / "private.yaml"), "--run-dir", str(run), *TINY_FIT])
+    out = capsys.readouterr().out
+    assert code == 0 and "trained 6 steps" in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["private"] == {
+        "type": "sum_pooling", "dim": 2, "width": 64, "hidden": [64]}
+    model = pimvae.MultimodalVAE.load(run / "model")
+    assert model.latent_dim == 10 and model.aggregator.private_dim == 2
 
 
 def test_missing_rate_and_label_modalities(monkeypatch):

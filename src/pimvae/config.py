@@ -16,6 +16,7 @@ One run = ``data`` + ``model`` + ``objective`` + ``train``::
       modalities: {}                   # name → the same keys; unset keys come from default_modality
       aggregator: {type: sum_pooling, embed_dim: 64}
       prior: {type: standard_normal}
+      private: null                    # or {type: sum_pooling, dim: 2, ...}: private latents (SPEC §5)
     objective: {name: masked, beta: 1.0, subsets: {type: hierarchical}, num_samples: 1}
     train: {lr: 3.0e-3, batch_size: 250, max_steps: 600}
 
@@ -24,6 +25,12 @@ Components (``aggregator``, ``prior``, ``likelihood``, ``encoder``/``decoder``, 
 unknown option or a wrong type fails at load time with the key's path (``model.aggregator.embed_dimm``). A
 component given without ``type`` keeps the default type and merges its options onto the default's. Sizes that
 follow from the data (input sizes, class counts) are filled in when the model is built.
+
+Private latents (SPEC §5): ``model.private: {type: <pimvae.private.REGISTRY name>, dim: D̃, **options}`` (absent:
+none) makes the latent ``z = [z', z̃_1, …, z̃_M]`` with ``z'`` of size ``model.latent_dim`` = D'. The aggregator is
+built for D' and wrapped in :class:`~pimvae.private.WithPrivate` with that private encoder, the prior is wrapped
+in :class:`~pimvae.private.PrivatePrior`, and every decoder reads ``D' + D̃`` inputs (the model's ``latent_dim`` is
+``D' + M·D̃``).
 
 Overrides (``train.lr=3e-4``, ``model.aggregator.type=self_attention``) are YAML values at a dotted path, applied
 before validation. Strings exist only here: :func:`build_model`, :func:`build_objective` and :func:`build_data`
@@ -141,11 +148,23 @@ class ModelConfig:
     modalities: dict[str, ModalityConfig] = field(default_factory=dict, metadata={"base": "default_modality"})
     aggregator: Component = _component("aggregator", Component("sum_pooling"), ("feature_dim", "latent_dim"))
     prior: Component = _component("prior", Component("standard_normal"), ("latent_dim",))
+    private: Component | None = _component("private", None, ("feature_dim", "shared_dim"))
 
     def __post_init__(self):
         for key in ("latent_dim", "feature_dim"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be positive, got {getattr(self, key)}")
+        if self.private is not None:
+            dim = self.private.options.get("dim")
+            if dim is None:
+                raise ValueError("model.private.dim is required: the size D̃ of each modality's private latent")
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                raise ValueError(f"model.private.dim must be a positive integer, got {_describe(dim)}")
+
+    @property
+    def decoder_input_dim(self) -> int:
+        """What each decoder reads: D' (= ``latent_dim``), plus D̃ with private latents."""
+        return self.latent_dim + (self.private.options["dim"] if self.private is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -255,7 +274,7 @@ class RunConfig:
 # Registries, looked up lazily (strings stay at the edge)
 # ---------------------------------------------------------------------------------------------------------------
 def _registry(kind: str) -> Mapping[str, Any]:
-    from . import aggregators, architectures, likelihoods, objectives, priors
+    from . import aggregators, architectures, likelihoods, objectives, priors, private
 
     return {
         "network": architectures.REGISTRY,
@@ -263,12 +282,37 @@ def _registry(kind: str) -> Mapping[str, Any]:
         "aggregator": aggregators.REGISTRY,
         "prior": priors.REGISTRY,
         "subsets": objectives.SUBSET_SAMPLERS,
+        "private": private.REGISTRY,
     }[kind]
 
 
 def _target(kind: str, cls: type) -> Callable:
     """The callable whose signature the options of a component are checked against."""
-    return cls.from_shapes if kind == "network" else cls
+    if kind == "network":
+        return cls.from_shapes
+    if kind == "private":
+        return _private_target(cls)
+    return cls
+
+
+def _private_target(cls: type) -> Callable:
+    """A private encoder's options in a config: its constructor's, with ``dim`` in place of ``private_dim``
+    (``feature_dim`` and ``shared_dim`` are filled in by :func:`build_model`)."""
+    params, _ = _parameters(cls)
+    defaults = {name: p.default for c in reversed(cls.__mro__) if "__init__" in c.__dict__ and c is not object
+                for name, p in inspect.signature(c.__init__).parameters.items()}
+    kw = inspect.Parameter.KEYWORD_ONLY
+    sig = [inspect.Parameter("dim", kw, annotation=int)]
+    sig += [inspect.Parameter(name, kw, default=defaults.get(name, inspect.Parameter.empty), annotation=tp)
+            for name, tp in params.items() if name != "private_dim"]
+
+    def target(**options):  # pragma: no cover - only its signature is read
+        raise TypeError("a signature for checking options, not to be called")
+
+    target.__signature__ = inspect.Signature(sig)
+    target.__annotations__ = {p.name: p.annotation for p in sig}
+    target.__qualname__ = cls.__qualname__
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -700,16 +744,32 @@ def build_model(config: RunConfig | ModelConfig, dataset) -> "torch.nn.Module":
         param_shape = shape + ((num_classes,) if num_classes is not None else ())
         encoder = architectures.build({"type": mcfg.encoder.type, **mcfg.encoder.options}, shape,
                                       (cfg.feature_dim,), num_classes, key=f"{key}.encoder")
-        decoder = architectures.build({"type": mcfg.decoder.type, **mcfg.decoder.options}, (cfg.latent_dim,),
+        decoder = architectures.build({"type": mcfg.decoder.type, **mcfg.decoder.options}, (cfg.decoder_input_dim,),
                                       param_shape, num_classes, key=f"{key}.decoder")
         modalities[name] = Modality(encoder, decoder, lik_cls(**lik_options), weight=mcfg.weight, shape=shape)
     aggregator = _registry("aggregator")[cfg.aggregator.type](cfg.feature_dim, cfg.latent_dim, **cfg.aggregator.options)
     prior = _registry("prior")[cfg.prior.type](cfg.latent_dim, **cfg.prior.options)
+    if cfg.private is not None:
+        aggregator, prior = _with_private(cfg, aggregator, prior, len(modalities))
     model = MultimodalVAE(modalities, aggregator, prior)
     dtypes = {x.dtype for x in dataset.data.values() if x.is_floating_point()}
     if len(dtypes) == 1:
         model = model.to(dtypes.pop())
     return model
+
+
+def _with_private(cfg: ModelConfig, aggregator, prior, num_modalities: int):
+    """The aggregator and prior of ``cfg`` (built for the shared D') wrapped for private latents of size D̃."""
+    from .private import PrivatePrior, WithPrivate
+
+    options = dict(cfg.private.options)
+    dim = options.pop("dim")
+    cls = _registry("private")[cfg.private.type]
+    sizes = {"feature_dim": cfg.feature_dim, "private_dim": dim}
+    if "shared_dim" in _parameters(cls)[0]:
+        sizes["shared_dim"] = cfg.latent_dim
+    encoder = cls(**sizes, **options)
+    return WithPrivate(aggregator, encoder, num_modalities), PrivatePrior(prior, num_modalities, dim)
 
 
 def build_objective(config: RunConfig | ObjectiveConfig):
