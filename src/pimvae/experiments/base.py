@@ -447,3 +447,30 @@ def lecun_init(module: torch.nn.Module) -> torch.nn.Module:
             if m.bias is not None:
                 torch.nn.init.zeros_(m.bias)
     return module
+
+
+def cluster_prior(name: str, latent_dim: int, num_clusters: int):
+    """The prior of a row of the identifiable-model tables: N(0, I) or a learned Gaussian mixture."""
+    from ..priors import GaussianMixture, StandardNormal
+
+    return StandardNormal(latent_dim) if name == "standard_normal" else GaussianMixture(latent_dim, num_clusters)
+
+
+def identifiability_metrics(model: MultimodalVAE, objective: obj_lib.Objective, data: RunData,
+                            seed: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The metrics shared by the non-linear identifiable-model tables, on ``data.test``.
+
+    ``llh`` (importance-sampled, ``data.info["particles"]``), ``lower_bound`` (frozen, ``data.info["draws"]``),
+    ``mcc_cca1`` (the reference code's MCC), ``mcc`` (weak, all CCA components), ``llh_true``; returns them with
+    the true latents and the posterior means.
+    """
+    from .. import evaluation as ev
+
+    test = data.test
+    llh = ev.log_likelihood(model, test, num_particles=data.info["particles"], seed=seed)
+    bound = ev.evaluate_bound(model, test, objective, num_draws=data.info["draws"], seed=seed)["bound"]
+    z = test.extras["z"]
+    mean = ev.latents(model, test)
+    metrics = {"llh": float(llh.mean()), "lower_bound": float(bound.mean()), "mcc_cca1": mcc_first_canonical(z, mean),
+               "mcc": ev.mcc(z, mean, "weak"), "llh_true": data.info["llh_true"]}
+    return metrics, z, mean

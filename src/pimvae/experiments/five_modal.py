@@ -31,10 +31,9 @@ from ..evaluation import figures
 from ..likelihoods import Normal
 from ..modality import Modality
 from ..model import MultimodalVAE
-from ..priors import GaussianMixture, StandardNormal
 from ._oracle import oracle_log_likelihood
-from .base import (DISPLAY, Budget, Column, Experiment, Row, RunData, leaky_decoder, lecun_init, make_aggregator,
-                   mcc_first_canonical)
+from .base import (DISPLAY, Budget, Column, Experiment, Row, RunData, cluster_prior, identifiability_metrics,
+                   leaky_decoder, lecun_init, make_aggregator)
 
 __all__ = ["FiveModal", "EXPERIMENT"]
 
@@ -135,20 +134,13 @@ class FiveModal(Experiment):
             for name in data.train.names
         }
         agg = make_aggregator(row.aggregator, e, d, s["width"], num_components=k)
-        prior = StandardNormal(d) if row.prior == "standard_normal" else GaussianMixture(d, k)
-        return lecun_init(MultimodalVAE(mods, agg, prior))
+        return lecun_init(MultimodalVAE(mods, agg, cluster_prior(row.prior, d, k)))
 
     def evaluate(self, model, objective, data, quick, seed):
+        metrics, z, mean = identifiability_metrics(model, objective, data, seed)
         test = data.test
-        llh = ev.log_likelihood(model, test, num_particles=data.info["particles"], seed=seed)
-        bound = ev.evaluate_bound(model, test, objective, num_draws=data.info["draws"], seed=seed)["bound"]
-        z = test.extras["z"]
-        mean = ev.latents(model, test)
         draw = ev.latents(model, test, mean=False, seed=seed)
-        metrics = {"llh": float(llh.mean()), "lower_bound": float(bound.mean()),
-                   "mcc_cca1": mcc_first_canonical(z, mean), "mcc": ev.mcc(z, mean, "weak"),
-                   "mcc_sample": ev.mcc(z, draw, "weak"), "llh_true": data.info["llh_true"],
-                   "observed_fraction": float(test.present.double().mean())}
+        metrics.update(mcc_sample=ev.mcc(z, draw, "weak"), observed_fraction=float(test.present.double().mean()))
         return metrics, {"z_mean": mean, "z_true": z, "label": test.extras["label"]}
 
     def figures(self, records, artifacts, out: Path):
