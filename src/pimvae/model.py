@@ -7,9 +7,10 @@ Encoding is split in two so that objectives can share work between several subse
 ``g = model.embed(batch)`` runs every feature encoder and the aggregator's per-modality embedding once;
 ``model.posterior(g, subset)`` then only pools. ``model.encode(batch, subset)`` does both.
 
-Latent layout: today every decoder reads the whole latent ``z (…, D)``. :meth:`decoder_input` is the single place
-that maps ``z`` to a modality's decoder input, so a shared + private latent split (SPEC §5) changes the posterior
-(a distribution over the concatenated latent) and this method, not the objectives.
+Latent layout: every decoder reads the whole latent ``z (…, D)``, except with private latents (SPEC §5, a
+:class:`pimvae.private.WithPrivate` aggregator), where ``z = [z', z̃_1, …, z̃_M]`` and decoder s reads
+``(z', z̃_s)``. :meth:`decoder_input` is the single place that maps ``z`` to a decoder's input; the posterior is a
+distribution over the concatenated latent, so the objectives do not change.
 """
 
 from __future__ import annotations
