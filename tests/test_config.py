@@ -49,6 +49,30 @@ def test_overrides_are_typed():
         "embed_dim": 16, "chi_hidden": [64], "rho_hidden": [64]}
 
 
+#: errors of the private-latent section (SPEC §5), run by test_errors_name_the_key
+PRIVATE_ERRORS = [
+    ("model.private={type: sum_pooling, dim: 2, widht: 3}",
+     r"model\.private\.widht: unknown option; SumPoolingPrivate takes "
+     r"\['activation', 'dim', 'hidden', 'min_scale', 'width'\]"),
+    ("model.private={type: independent, dim: 2, width: 3}",
+     r"model\.private\.width: unknown option; IndependentPrivate takes \['dim', 'min_scale'\]"),
+    ("model.private={type: independent, dim: 2, private_dim: 3}", r"model\.private\.private_dim: unknown option"),
+    ("model.private={type: sum_pooling, dim: 2, shared_dim: 4}",
+     r"model\.private\.shared_dim is set from the data and model sizes; remove it"),
+    ("model.private={type: self_attention, dim: 2, num_heads: two}", r"model\.private\.num_heads: expected an integer"),
+    ("model.private={type: independent}", r"model\.private\.dim is required"),
+    ("model.private={type: independent, dim: 0}", r"model\.private\.dim must be a positive integer, got int 0"),
+    ("model.private={type: independent, dim: -2}", r"model\.private\.dim must be a positive integer, got int -2"),
+    ("model.private={type: independent, dim: 1.5}", r"model\.private\.dim: expected an integer, got float 1\.5"),
+    ("model.private={type: independent, dim: true}", r"model\.private\.dim: expected an integer, got bool True"),
+    ("model.private={type: nope, dim: 2}", r"model\.private\.type: unknown private 'nope'; choose from "
+                                         r"\['independent', 'self_attention', 'sum_pooling'\]"),
+    ("model.private.dim=2", r"model\.private\.type is required"),
+    ("model.private=3", r"model\.private: expected a mapping"),
+    ("model.privat={type: independent, dim: 2}", r"model\.privat: unknown key; model takes \[.*'prior', 'private'\]"),
+]
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.lr=abc", r"train\.lr: expected a number, got str 'abc'"),
     ("train.lrr=1", r"train\.lrr: unknown key; train takes \['seed', 'lr'"),
@@ -70,6 +94,7 @@ def test_overrides_are_typed():
     ("data.split=[0.5, 0.6, 0.1]", r"data\.split must be three non-negative fractions"),
     ("model=3", r"model: expected a mapping"),
     ("train.lr", r"not of the form key\.path=value"),
+    *PRIVATE_ERRORS,
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):
@@ -173,30 +198,6 @@ def test_private_config_yaml_round_trip(tmp_path):
     assert C.load_config(tmp_path / "c.yaml", ["model.private=null"]).model.private is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.private={type: sum_pooling, dim: 2, widht: 3}",
-     r"model\.private\.widht: unknown option; SumPoolingPrivate takes "
-     r"\['activation', 'dim', 'hidden', 'min_scale', 'width'\]"),
-    ("model.private={type: independent, dim: 2, width: 3}",
-     r"model\.private\.width: unknown option; IndependentPrivate takes \['dim', 'min_scale'\]"),
-    ("model.private={type: independent, dim: 2, private_dim: 3}", r"model\.private\.private_dim: unknown option"),
-    ("model.private={type: sum_pooling, dim: 2, shared_dim: 4}",
-     r"model\.private\.shared_dim is set from the data and model sizes; remove it"),
-    ("model.private={type: self_attention, dim: 2, num_heads: two}", r"model\.private\.num_heads: expected an integer"),
-    ("model.private={type: independent}", r"model\.private\.dim is required"),
-    ("model.private={type: independent, dim: 0}", r"model\.private\.dim must be a positive integer, got int 0"),
-    ("model.private={type: independent, dim: -2}", r"model\.private\.dim must be a positive integer, got int -2"),
-    ("model.private={type: independent, dim: 1.5}", r"model\.private\.dim: expected an integer, got float 1\.5"),
-    ("model.private={type: independent, dim: true}", r"model\.private\.dim: expected an integer, got bool True"),
-    ("model.private={type: nope, dim: 2}", r"model\.private\.type: unknown private 'nope'; choose from "
-                                         r"\['independent', 'self_attention', 'sum_pooling'\]"),
-    ("model.private.dim=2", r"model\.private\.type is required"),
-    ("model.private=3", r"model\.private: expected a mapping"),
-    ("model.privat={type: independent, dim: 2}", r"model\.privat: unknown key; model takes \[.*'prior', 'private'\]"),
-])
-def test_private_errors_name_the_key(override, message):
-    with pytest.raises(ValueError, match=message):
-        quickstart(override)
 
 
 def test_private_example_config_loads_and_builds():
