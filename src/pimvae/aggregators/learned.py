@@ -40,9 +40,10 @@ class AttentionBlock(nn.Module):
         """Queries, keys and values ``qkv(LN(g))``, ``(B, M, 3F)``: they do not depend on the subset."""
         return self.qkv(self.norm1(flat(g))).view(*g.shape[:-1], -1)
 
-    def forward(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None) -> Tensor:
-        """``qkv``: :meth:`project` of ``g`` when already computed (shared between several subsets)."""
-        g = self.attend(g, subset, qkv)
+    def forward(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None, attn: Tensor | None = None) -> Tensor:
+        """``qkv``: :meth:`project` of ``g``, ``attn``: :meth:`attention` of ``(g, subset)``, when already computed
+        (shared between several subsets)."""
+        g = self.attend(g, subset, qkv, attn)
         return g + self.ff(self.norm2(g))
 
     def pooled(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None, compact: bool | None = None,
@@ -82,9 +83,11 @@ class AttentionBlock(nn.Module):
         size = subset.sum(-1, keepdim=True).to(g.dtype)  # (B, 1)
         return g_sum + F.linear(a_sum, last.weight) + size * last.bias
 
-    def attend(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None) -> Tensor:
+    def attend(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None, attn: Tensor | None = None) -> Tensor:
         """The attention half of the block, ``g + MHA(LN(g))``, ``(B, M, F)``."""
-        return g + self.out(flat(self.attention(g, subset, qkv))).view(g.shape)
+        if attn is None:
+            attn = self.attention(g, subset, qkv)
+        return g + self.out(flat(attn)).view(g.shape)
 
     def attention(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None) -> Tensor:
         """Masked multi-head attention over the slots, heads concatenated, before the output projection."""
@@ -230,14 +233,17 @@ class SelfAttention(_Pooling):
             g = block(g, subset, qkv if i == 0 else None)
         return g
 
-    def pool(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None) -> Distribution:
-        """``ρ(Σ_{s∈S} mix(g, subset)_s)``; the last block pools before its last linear layer (see ``pooled``)."""
+    def pool(self, g: Tensor, subset: Tensor, qkv: Tensor | None = None, attn: Tensor | None = None) -> Distribution:
+        """``ρ(Σ_{s∈S} mix(g, subset)_s)``; the last block pools before its last linear layer (see ``pooled``).
+
+        ``qkv`` / ``attn``: the first block's projection of ``g`` and attention for ``subset``, when already computed.
+        """
         if not self.blocks:
             return super().pool(g, subset)
         *first, last = self.blocks
         for i, block in enumerate(first):
-            g = block(g, subset, qkv if i == 0 else None)
-        return self._head(last.pooled(g, subset, qkv if not first else None))
+            g = block(g, subset, qkv, attn) if i == 0 else block(g, subset)
+        return self._head(last.pooled(g, subset) if first else last.pooled(g, subset, qkv, attn=attn))
 
     def pool_many(self, g: Tensor, subsets: Sequence[Tensor]) -> list[Distribution]:
         if len(subsets) < 2 or not self.blocks:
@@ -245,18 +251,7 @@ class SelfAttention(_Pooling):
         # The first block's LN, qkv projection and attention scores read g only, not the subset: computed once.
         first = self.blocks[0]
         qkv = first.project(g)  # (B, M, 3F)
-        attns = first.attention_many(g, subsets, qkv)
-        if len(self.blocks) == 1:
-            return [self._head(first.pooled(g, s, attn=a)) for s, a in zip(subsets, attns)]
-        out = []
-        for s, a in zip(subsets, attns):
-            x = g + first.out(flat(a)).view(g.shape)
-            x = x + first.ff(first.norm2(x))
-            *middle, last = self.blocks[1:]
-            for block in middle:
-                x = block(x, s)
-            out.append(self._head(last.pooled(x, s)))
-        return out
+        return [self.pool(g, s, qkv, a) for s, a in zip(subsets, first.attention_many(g, subsets, qkv))]
 
     def config(self) -> dict:
         return {**super().config(), "num_blocks": self.num_blocks, "num_heads": self.num_heads, "ff_dim": self.ff_dim}
