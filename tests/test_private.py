@@ -401,6 +401,35 @@ def test_bounds_equal_log_marginal_at_the_exact_posterior(objective):
     torch.testing.assert_close(ll, exact, rtol=1e-9, atol=1e-9)
 
 
+def test_linear_gaussian_reference_reads_private_decoders():
+    """``LinearGaussian.from_model`` places decoder s's weight in the columns of (z', z̃_s): its exact log p(x_O) is
+    the joint Gaussian's, and the exact encoders are at KL 0 from its posterior for every subset."""
+    from pimvae.evaluation import exact_log_likelihood, posterior_kl
+    from pimvae.evaluation.linear_gaussian import LinearGaussian
+
+    model, mats, sigma = _exact_linear_gaussian()
+    data, present = data_and_present(dims=(5, 6, 7))
+    batch = pimvae.Batch(data, present)
+    exact = _exact_log_marginal(model, mats, sigma, data, present)
+    torch.testing.assert_close(exact_log_likelihood(model, batch), exact, rtol=1e-10, atol=1e-10)
+    truth = LinearGaussian.from_model(model)
+    assert truth.latent_dim == D1 + 3 * D2
+    assert truth.W["x1"][:, D1: D1 + D2].abs().max() == 0 and truth.W["x1"][:, D1 + 2 * D2:].abs().max() == 0
+    full = {n: x for n, x in data.items()}
+    for subset in (None, ["x0"], ["x1", "x2"]):
+        kl = posterior_kl(model, pimvae.Batch(full, torch.ones_like(present)), subset, num_samples=16)
+        assert kl.abs().max() < 1e-9, (subset, kl)
+
+
+def test_linear_gaussian_reference_needs_both_private_parts():
+    model, _, _ = _exact_linear_gaussian()
+    from pimvae.evaluation.linear_gaussian import LinearGaussian
+
+    model.prior = priors.StandardNormal(model.latent_dim).to(DT)
+    with pytest.raises(ValueError, match="WithPrivate aggregator and a PrivatePrior"):
+        LinearGaussian.from_model(model)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # saving
 # ---------------------------------------------------------------------------------------------------------------

@@ -282,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("reproduce", help="run one of the paper's experiments",
-                       description="Run a paper experiment (linear-dense, linear-sparse, bimodal-label, "
-                                   "five-modal) and write its table, results and figures.",
+                       description="Run a paper experiment (linear-dense, linear-sparse, linear-sparse-private, "
+                                   "bimodal-label, five-modal) and write its table, results and figures.",
                        epilog="Extra key=value options go to pimvae.experiments.run, e.g. epochs=200 "
                               "aggregators=[poe,sum_pooling].")
     p.add_argument("experiment", metavar="EXPERIMENT")

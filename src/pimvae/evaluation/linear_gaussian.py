@@ -54,13 +54,24 @@ class LinearGaussian:
         """The generative model of a :class:`pimvae.MultimodalVAE` with a ``N(0, I)`` prior, ``nn.Linear``
         decoders and Normal likelihoods with one scale per modality (fixed, or learned ``"shared"``).
 
+        With private latents (a :class:`pimvae.private.WithPrivate` aggregator and a
+        :class:`pimvae.private.PrivatePrior` around ``StandardNormal``) decoder s reads ``(z', z̃_s)``: its weight
+        is placed in the columns of ``z'`` and ``z̃_s`` of ``W_s``, zero elsewhere, so the model is linear Gaussian
+        in the whole latent ``[z', z̃_1, …, z̃_M]``.
+
         Raises ``ValueError`` naming the first part that is not linear Gaussian.
         """
         from ..likelihoods import Normal
         from ..priors import StandardNormal
+        from ..private import PrivatePrior, WithPrivate
 
-        if not isinstance(model.prior, StandardNormal):
-            raise ValueError(f"a linear Gaussian model needs a StandardNormal prior, got {type(model.prior).__name__}")
+        prior = model.prior.shared if isinstance(model.prior, PrivatePrior) else model.prior
+        if not isinstance(prior, StandardNormal):
+            raise ValueError(f"a linear Gaussian model needs a StandardNormal prior, got {type(prior).__name__}")
+        agg = model.aggregator
+        private = isinstance(agg, WithPrivate)
+        if private != isinstance(model.prior, PrivatePrior):
+            raise ValueError("a model with private latents needs both a WithPrivate aggregator and a PrivatePrior")
         W, b, sigma = {}, {}, {}
         for name, mod in model.modalities.items():
             dec = mod.decoder
@@ -75,7 +86,14 @@ class LinearGaussian:
                 raise ValueError(f"modality {name!r}: a per-dimension noise scale is not supported")
             if mod.shape is not None and len(mod.shape) != 1:
                 raise ValueError(f"modality {name!r}: data of shape {mod.shape} are not vectors")
-            W[name] = dec.weight.detach().clone()
+            w = dec.weight.detach()
+            if private:
+                full = w.new_zeros(w.shape[0], model.latent_dim)
+                start = agg.shared_dim + model.names.index(name) * agg.private_dim
+                full[:, : agg.shared_dim] = w[:, : agg.shared_dim]
+                full[:, start: start + agg.private_dim] = w[:, agg.shared_dim:]
+                w = full
+            W[name] = w.clone()
             b[name] = (dec.bias.detach().clone() if dec.bias is not None
                        else torch.zeros(dec.out_features, dtype=dec.weight.dtype, device=dec.weight.device))
             sigma[name] = float(scale)

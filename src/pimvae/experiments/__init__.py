@@ -22,15 +22,17 @@ __all__ = ["run", "get", "EXPERIMENTS", "Experiment", "Budget", "Row", "Column",
 def _registry() -> dict[str, Experiment]:
     from . import bimodal_label, five_modal, linear_dense, linear_sparse
 
-    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (linear_dense, linear_sparse, bimodal_label, five_modal)}
+    exps = [m.EXPERIMENT for m in (linear_dense, linear_sparse, bimodal_label, five_modal)] + [linear_sparse.PRIVATE]
+    return {e.name: e for e in exps}
 
 
 #: experiment names, in the order of the issue's priorities
-EXPERIMENTS = ("linear-dense", "linear-sparse", "bimodal-label", "five-modal")
+EXPERIMENTS = ("linear-dense", "linear-sparse", "bimodal-label", "five-modal", "linear-sparse-private")
 
 
 def get(name: str) -> Experiment:
-    """The experiment called ``name`` (``linear-dense``, ``linear-sparse``, ``bimodal-label``, ``five-modal``)."""
+    """The experiment called ``name`` (``linear-dense``, ``linear-sparse``, ``bimodal-label``, ``five-modal``,
+    ``linear-sparse-private``)."""
     reg = _registry()
     key = name.lower().replace("_", "-")
     if key not in reg:

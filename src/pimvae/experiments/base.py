@@ -105,10 +105,12 @@ class Row:
 
     aggregator: str
     prior: str = "standard_normal"
+    #: the table's label when it is not the aggregator's display name
+    display: str = field(default="", compare=False)
 
     @property
     def label(self) -> str:
-        return DISPLAY[self.aggregator]
+        return self.display or DISPLAY[self.aggregator]
 
 
 @dataclass(frozen=True)
