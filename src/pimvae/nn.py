@@ -8,12 +8,22 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ACTIVATIONS", "masked_sum", "softplus_inverse", "is_compiling", "flat"]
+__all__ = ["MLP", "ACTIVATIONS", "masked_sum", "softplus_inverse", "positive_scale", "is_compiling", "flat"]
 
 
 def softplus_inverse(y: float) -> float:
     """``x`` with ``softplus(x) = y`` (y > 0), computed stably."""
     return y + math.log(-math.expm1(-y))
+
+
+def positive_scale(raw: Tensor, min_scale: float) -> Tensor:
+    """``min_scale + softplus(raw)``.
+
+    ``raw`` is usually a slice of a network's output (``[loc, raw scale]``), i.e. not contiguous; torch's CPU
+    softplus on such a view is 5–6 times slower than copying it first and running on the copy (measured in
+    ``bench/optimisations.md``).
+    """
+    return min_scale + torch.nn.functional.softplus(raw.contiguous())
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -22,14 +22,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .aggregators.base import Aggregator
 from .aggregators.learned import AttentionBlock
 from .distributions import detach, register_detach
-from .nn import MLP, masked_sum
+from .nn import MLP, masked_sum, positive_scale
 from .priors import Prior
 
 __all__ = [
@@ -74,7 +73,7 @@ class PrivateEncoder(nn.Module):
         h = torch.where(subset[..., None], h, _zero(h))
         raw = self.raw(z_shared, h, subset)  # (*S, B, M, 2D̃)
         loc, raw_scale = raw.split(self.private_dim, dim=-1)
-        scale = self.min_scale + F.softplus(raw_scale)
+        scale = positive_scale(raw_scale, self.min_scale)
         on = subset[..., None]
         return torch.where(on, loc, _zero(loc)), torch.where(on, scale, torch.ones((), dtype=scale.dtype,
                                                                                     device=scale.device))

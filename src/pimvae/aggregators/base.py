@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..distributions import diag_normal, diag_normal_mixture
+from ..nn import positive_scale
 
 __all__ = ["Aggregator", "check_features"]
 
@@ -78,7 +78,7 @@ class Aggregator(nn.Module):
     # -- helpers for subclasses -----------------------------------------------------------------------------
     def scale_from_raw(self, raw: Tensor) -> Tensor:
         """A positive scale ``min_scale + softplus(raw)``."""
-        return self.min_scale + F.softplus(raw)
+        return positive_scale(raw, self.min_scale)
 
     def gaussian_from_raw(self, raw: Tensor) -> Distribution:
         """``raw (B, 2D) = [loc, raw scale]`` → diagonal Gaussian."""

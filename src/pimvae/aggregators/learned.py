@@ -199,9 +199,16 @@ class SumPooling(_Pooling):
         return x.view(*h.shape[:-1], x.shape[-1])
 
     def pool(self, g: Tensor, subset: Tensor) -> Distribution:
+        return self.pool_many(g, [subset])[0]
+
+    def pool_many(self, g: Tensor, subsets: Sequence[Tensor]) -> list[Distribution]:
+        """The masked sums of every subset as one batched product ``(B, n, M) @ (B, M, A)``, then χ's last layer
+        once for all of them. A 0/1 weight excludes a slot exactly because ``g`` is finite everywhere: absent slots
+        hold χ of zeroed features (:meth:`embed`), and present data are validated as finite."""
         last = self.chi[-1]
-        size = subset.sum(-1, keepdim=True).to(g.dtype)  # (B, 1)
-        return self._head(F.linear(masked_sum(g, subset), last.weight) + size * last.bias)
+        mask = torch.stack(list(subsets), dim=1).to(g.dtype)  # (B, n, M)
+        pooled = F.linear(torch.bmm(mask, g), last.weight) + mask.sum(-1, keepdim=True) * last.bias  # (B, n, E)
+        return [self._head(p) for p in pooled.unbind(1)]
 
 
 class SelfAttention(_Pooling):
