@@ -25,6 +25,7 @@ def positive_scale(raw: Tensor, min_scale: float) -> Tensor:
     """
     return min_scale + torch.nn.functional.softplus(raw.contiguous())
 
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,

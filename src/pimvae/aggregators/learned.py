@@ -203,8 +203,9 @@ class SumPooling(_Pooling):
 
     def pool_many(self, g: Tensor, subsets: Sequence[Tensor]) -> list[Distribution]:
         """The masked sums of every subset as one batched product ``(B, n, M) @ (B, M, A)``, then χ's last layer
-        once for all of them. A 0/1 weight excludes a slot exactly because ``g`` is finite everywhere: absent slots
-        hold χ of zeroed features (:meth:`embed`), and present data are validated as finite."""
+        once for all of them. A 0/1 weight excludes a slot exactly as long as ``g`` is finite: absent slots hold χ
+        of zeroed features (:meth:`embed`), and observed data are finite (:class:`pimvae.data.MultimodalDataset`
+        checks; a non-finite observed value would make ``q(z | x_O)``, hence the loss, non-finite anyway)."""
         last = self.chi[-1]
         mask = torch.stack(list(subsets), dim=1).to(g.dtype)  # (B, n, M)
         pooled = F.linear(torch.bmm(mask, g), last.weight) + mask.sum(-1, keepdim=True) * last.bias  # (B, n, E)
