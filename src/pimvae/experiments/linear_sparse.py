@@ -67,8 +67,7 @@ class LinearSparsePrivate(LinearSparse):
     private_dim = 5
     #: the private encoders run again for every draw of log q: 32 draws × 5,000 points fix the mean KL well enough
     kl_samples = 32
-    full_size = dict(LinearSparse.full_size, width=128, expert_width=512)
-    quick_size = dict(LinearSparse.quick_size, width=32, expert_width=48)
+    full_size = dict(LinearSparse.full_size, width=128)  # Table 18: 128 for the learned aggregators
     paper = {
         ("poe", "standard_normal", "masked"): {"LLH Gap": (0.00, 0.000), "Bound Gap": (0.00, 0.000), "MCC": (0.91, 0.016)},
         ("poe", "standard_normal", "mixture"): {"LLH Gap": (0.01, 0.001), "Bound Gap": (0.02, 0.001), "MCC": (0.88, 0.011)},
