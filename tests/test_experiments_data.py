@@ -16,7 +16,8 @@ from pimvae.data.synthetic import (
     linear_gaussian,
     mixing_matrix,
 )
-from pimvae.experiments._oracle import oracle_log_likelihood
+from pimvae.experiments._oracle import oracle_log_likelihood, oracle_posterior
+from pimvae.experiments.base import mcc_first_canonical, oracle_reference
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,6 +103,36 @@ def test_oracle_log_likelihood_of_the_bimodal_model_agrees_with_a_grid_integral(
     assert abs(float((est - exact).mean())) < 0.01  # and no bias on the mean the experiment reports
     # without the label, the latent's prior is the cluster mixture: log p(x) ≥ log p(x, c) (up to MC noise)
     assert float((oracle_log_likelihood(truth, ds, num_particles=4096) - est).mean()) > -0.01
+
+
+def test_oracle_posterior_mean_of_the_bimodal_model_agrees_with_a_grid_integral():
+    ds, truth = bimodal_label(n=40, seed=1, return_truth=True)
+    lat, f = truth.latent, truth.maps["x"]
+    lo, hi = (lat.loc - 8 * lat.scale).min(0).values, (lat.loc + 8 * lat.scale).max(0).values
+    axes = [torch.linspace(float(lo[i]), float(hi[i]), 801, dtype=torch.float64) for i in range(2)]
+    z = torch.cartesian_prod(*axes)
+    label = ds.data["label"]
+    log_joint = (Normal(lat.loc[label][:, None], lat.scale[label][:, None]).log_prob(z[None]).sum(-1)
+                 + Normal(f(z)[None], truth.noise).log_prob(ds.data["x"].double()[:, None]).sum(-1))  # (N, G)
+    exact = torch.softmax(log_joint, -1) @ z  # E[z | x, c] by quadrature
+    llh, mean, draw = oracle_posterior(truth, ds, num_particles=4096, label="label")
+    torch.testing.assert_close(mean, exact, atol=0.05, rtol=0)  # Monte Carlo noise per point (posterior σ up to ~1)
+    assert float((mean - exact).abs().mean()) < 0.01
+    torch.testing.assert_close(llh, oracle_log_likelihood(truth, ds, num_particles=4096, label="label"))
+    # a draw is one particle per point: near its posterior (σ ≤ 3 along any axis), not equal to the mean
+    assert draw.shape == mean.shape and not draw.equal(mean)
+    assert float((draw - exact).norm(dim=-1).median()) < 1.0
+
+
+def test_oracle_reference_mcc_is_a_ceiling_the_posterior_mean_reaches():
+    """E[z | x] correlates with z at least as well as a noisy copy of itself does (the ceiling's defining property)."""
+    ds, truth = bimodal_label(n=2000, seed=0, return_truth=True)
+    ref = oracle_reference(truth, ds, num_particles=1024, seed=0, label="label")
+    assert 0.95 < ref["mcc_cca1_truth"] < 0.999  # flat sides of f amplify the noise 0.1 to ~1 in z
+    _, mean, draw = oracle_posterior(truth, ds, num_particles=1024, seed=0, label="label")
+    z = ds.extras["z"]
+    assert mcc_first_canonical(z, draw) < ref["mcc_cca1_truth"]
+    assert abs(mcc_first_canonical(z, mean) - ref["mcc_cca1_truth"]) < 1e-12
 
 
 def test_mixing_matrix_is_column_normalised_and_well_conditioned():

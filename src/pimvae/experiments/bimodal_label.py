@@ -28,9 +28,8 @@ from ..evaluation import figures
 from ..likelihoods import Categorical, Normal
 from ..modality import Modality
 from ..model import MultimodalVAE
-from ._oracle import oracle_log_likelihood
 from .base import (DISPLAY, Budget, Column, Experiment, Row, RunData, cluster_prior, identifiability_metrics,
-                   leaky_decoder, lecun_init, make_aggregator)
+                   leaky_decoder, lecun_init, make_aggregator, oracle_reference)
 
 __all__ = ["BimodalLabel", "EXPERIMENT"]
 
@@ -84,8 +83,8 @@ class BimodalLabel(Experiment):
         ds, truth = bimodal_label(n=s["n"], seed=seed, return_truth=True)
         if missing_rate:
             ds = ds.with_missing(missing_rate, seed=seed + 7919)
-        llh_true = oracle_log_likelihood(truth, ds, num_particles=64 if quick else 4096, seed=seed, label="label")
-        return RunData(ds, ds, {"truth": truth, "llh_true": float(llh_true.mean()), **s})
+        ref = oracle_reference(truth, ds, num_particles=64 if quick else 4096, seed=seed, label="label")
+        return RunData(ds, ds, {"truth": truth, **ref, **s})
 
     def model(self, row: Row, data: RunData, quick: bool) -> MultimodalVAE:
         d, k, width = 2, 5, data.info["width"]

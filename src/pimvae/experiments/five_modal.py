@@ -31,9 +31,8 @@ from ..evaluation import figures
 from ..likelihoods import Normal
 from ..modality import Modality
 from ..model import MultimodalVAE
-from ._oracle import oracle_log_likelihood
 from .base import (DISPLAY, Budget, Column, Experiment, Row, RunData, cluster_prior, identifiability_metrics,
-                   leaky_decoder, lecun_init, make_aggregator)
+                   leaky_decoder, lecun_init, make_aggregator, oracle_reference)
 
 __all__ = ["FiveModal", "EXPERIMENT"]
 
@@ -118,8 +117,8 @@ class FiveModal(Experiment):
         ds, truth = five_modal(n=s["n"], num_modalities=s["num_modalities"], latent_dim=s["latent_dim"],
                                data_dim=s["data_dim"], missing_rate=eta, seed=seed, return_truth=True)
         train, test = ds.split([0.5, 0.5], seed=seed)
-        llh_true = oracle_log_likelihood(truth, test, num_particles=32 if quick else 256, seed=seed)
-        return RunData(train, test, {"truth": truth, "llh_true": float(llh_true.mean()), "eta": eta, **s})
+        ref = oracle_reference(truth, test, num_particles=32 if quick else 256, seed=seed)
+        return RunData(train, test, {"truth": truth, **ref, "eta": eta, **s})
 
     def model(self, row: Row, data: RunData, quick: bool) -> MultimodalVAE:
         s = data.info
