@@ -110,16 +110,20 @@ def test_bimodal_label_quick_end_to_end(tmp_path):
         assert r["llh"] < r["llh_true"] + 1.0  # the generating model's exact log-likelihood is a ceiling
         # the reference code's MCC (first canonical correlation) is at least the all-component weak MCC
         assert 0 <= r["mcc"] <= r["mcc_cca1"] + 0.05 and r["mcc_cca1"] <= 1
+        assert r["mcc_cca1"] <= r["mcc_cca1_truth"] + 0.05  # the true posterior mean's MCC is a ceiling
     assert sum(r["llh"] - r["lower_bound"] for r in records) >= 0
     assert {"table.md", "results.json", "latents_0.png"} <= {p.name for p in tmp_path.iterdir()}
-    assert "[-43.4 (10.7)]" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "[-43.4 (10.7)]" in table
+    assert f"MCC of its posterior mean **{records[0]['mcc_cca1_truth']:.3g}**" in table
 
 
 def test_five_modal_quick_with_missing_modalities(tmp_path):
     records = experiments.run("five-modal", quick=True, out=tmp_path, aggregators=["SumPooling"],
                               priors=["standard_normal"], missing_rate=0.5, verbose=False)
     assert [r["bound"] for r in records] == ["masked", "mixture"]
-    _finite(records, ["llh", "lower_bound", "mcc", "mcc_cca1", "mcc_sample", "llh_true"])
+    _finite(records, ["llh", "lower_bound", "mcc", "mcc_cca1", "mcc_sample", "llh_true", "mcc_cca1_truth",
+                      "mcc_truth"])
     for r in records:
         assert r["missing_rate"] == 0.5 and abs(r["observed_fraction"] - 0.5) < 0.05
         assert r["llh"] < r["llh_true"] + 1.0

@@ -1,9 +1,10 @@
-"""Add ``mcc_truth`` / ``mcc_truth_sample`` (the MCC of the generating model's exact posterior, see
-``pimvae.experiments.linear_dense.truth_mcc``) to linear-Gaussian ``results.json`` files written before the
-experiments reported it. The values depend only on the data seed, so they are recomputed exactly as a new run
-would compute them.
+"""Add the MCC of the generating model's own posterior to ``results.json`` files written before the experiments
+reported it: ``mcc_truth`` / ``mcc_truth_sample`` for the linear-Gaussian ones (exact posterior, see
+``pimvae.experiments.linear_dense.truth_mcc``), ``mcc_cca1_truth`` / ``mcc_truth`` for the non-linear ones
+(importance-sampled posterior mean, see ``pimvae.experiments.base.oracle_reference``). The values depend only on
+the data (seed and missing rate), so they are recomputed exactly as a new run would compute them.
 
-    python docs/results/add_truth_mcc.py docs/results/linear-dense docs/results/linear-sparse ...
+    python docs/results/add_truth_mcc.py docs/results/linear-dense docs/results/bimodal-label ...
 
 Then regenerate each ``table.md`` with the command in its README plus ``resume=true`` (nothing is retrained).
 """
@@ -16,15 +17,17 @@ from pimvae import experiments
 
 
 def main(dirs: list[str]) -> None:
-    cache: dict[tuple[str, int], dict] = {}
+    cache: dict[tuple, dict] = {}
     for d in dirs:
         path = Path(d) / "results.json"
         records = json.loads(path.read_text())
         for r in records:
-            key = (r["experiment"], int(r["seed"]))
+            eta = r.get("missing_rate") or None
+            key = (r["experiment"], int(r["seed"]), eta)
             if key not in cache:
-                info = experiments.get(r["experiment"]).data(int(r["seed"]), quick=False).info
-                cache[key] = {"mcc_truth": info["mcc_truth"], "mcc_truth_sample": info["mcc_truth_sample"]}
+                info = experiments.get(r["experiment"]).data(int(r["seed"]), quick=False, missing_rate=eta).info
+                names = ("mcc_truth", "mcc_truth_sample") if "mcc_truth_sample" in info else ("mcc_cca1_truth", "mcc_truth")
+                cache[key] = {k: info[k] for k in names}
             r.update(cache[key])
         path.write_text(json.dumps(records, indent=1))
         print(f"{path}: {len(records)} records")

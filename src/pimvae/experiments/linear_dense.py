@@ -66,6 +66,8 @@ class LinearGaussianExperiment(Experiment):
         Column("mcc_sample", "MCC", ".2f"),
         Column("mcc", "MCC (post. mean)", ".2f"),
     )
+    truth_metrics = (("mcc_truth_sample", "MCC of one draw from its exact posterior"),
+                     ("mcc_truth", "MCC of its posterior mean"))
     #: Adam 1e-3, batch 500, 4000 epochs of 10 steps = 40,000 steps (the reference code)
     reference = Budget(epochs=4000, batch_size=500, lr=1e-3)
     #: our default: see docs/results/linear-dense/README.md (time to quality)
