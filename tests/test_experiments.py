@@ -186,3 +186,15 @@ def test_truth_mcc_matches_the_posterior_correlations_in_closed_form():
     mean = (5 * math.sqrt(5 / 6) + 25 * math.sqrt(1 / 2)) / 30  # 0.741
     draw = (5 * 5 / 6 + 25 * 1 / 2) / 30  # 0.556
     assert abs(out["mcc_truth"] - mean) < 0.015 and abs(out["mcc_truth_sample"] - draw) < 0.02
+
+
+def test_rate_records_label_beta_only_when_the_records_hold_several():
+    from pimvae.experiments.base import rate_records
+
+    rates = [{"subset": "{0}", "size": 1, "R_S": 1.0}, {"subset": "{0,1}", "size": 2, "R_S": 2.0}]
+    one = [{"aggregator": "poe", "bound": "masked", "seed": 0, "beta": 1.0, "rates": rates}]
+    assert [set(r) for r in rate_records(one)] == [{"subset", "size", "R_S", "aggregator", "objective", "seed"}] * 2
+    two = one + [{**one[0], "beta": 0.1}]
+    recs = rate_records(two)
+    assert [r["β"] for r in recs] == ["β = 1", "β = 1", "β = 0.1", "β = 0.1"]
+    assert [r["R_S"] for r in recs] == [1.0, 2.0, 1.0, 2.0]

@@ -427,12 +427,15 @@ def exp_extra_table(exp: Experiment, records: list[dict], rows: list[Row], bound
 
 def rate_records(records: list[dict]) -> list[dict]:
     """Flatten the per-subset ``rates`` lists of records into records for
-    :func:`pimvae.evaluation.figures.rate_distortion_bars` (hue: aggregator / bound)."""
+    :func:`pimvae.evaluation.figures.rate_distortion_bars` (hue: aggregator / bound, and ``"β"`` — e.g.
+    ``"β = 0.1"`` — when the records hold more than one β, as in the paper's Figure 5)."""
+    several = len({r["beta"] for r in records if r.get("rates")}) > 1
     out = []
     for r in records:
         for s in r.get("rates", []):
             out.append({**s, "aggregator": DISPLAY.get(r["aggregator"], r["aggregator"]),
-                        "objective": DISPLAY.get(r["bound"], r["bound"]), "seed": r["seed"]})
+                        "objective": DISPLAY.get(r["bound"], r["bound"]), "seed": r["seed"],
+                        **({"β": f"β = {r['beta']:g}"} if several else {})})
     return out
 
 

@@ -160,11 +160,12 @@ class LinearGaussianExperiment(Experiment):
         m = max(r["size"] for r in recs)
         for r in recs:
             r["subset"] = "all" if r["size"] == m else r["subset"]
+        hue = ("aggregator", "objective", "β")  # β only where the records hold several (Figure 5)
         paths = [
             figures.rate_distortion_bars(recs, out / "rates_distortions.png",
-                                         metrics=["D_S", "R_S", "Dc_not_S", "R_not_S", "D_not_S"],
+                                         metrics=["D_S", "R_S", "Dc_not_S", "R_not_S", "D_not_S"], hue=hue,
                                          title=f"{self.title}: rates and distortions per subset"),
-            figures.rate_distortion_bars(recs, out / "posterior_kl.png", metrics=["kl_posterior"],
+            figures.rate_distortion_bars(recs, out / "posterior_kl.png", metrics=["kl_posterior"], hue=hue,
                                          title="KL(q(z|x_S) || p(z|x_S)) under the learned model"),
         ]
         return paths
