@@ -384,7 +384,7 @@ def format_table(exp: Experiment, records: list[dict], budget: Budget | None = N
 
 
 def _truth_line(exp: Experiment, records: list[dict]) -> str:
-    """"The generating model itself: …" from ``exp.truth_metrics`` (mean over the seeds' data sets)."""
+    """The line "The generating model itself: …" from ``exp.truth_metrics`` (mean over the seeds' data sets)."""
     per_seed = {}
     for r in records:
         per_seed.setdefault((r["seed"], r.get("missing_rate")), r)
