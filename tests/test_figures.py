@@ -57,6 +57,20 @@ def test_rate_distortion_bars_have_a_colour_per_aggregator_and_bound(tmp_path):
         figures.rate_distortion_bars([], tmp_path / "x.png")
 
 
+def test_rate_distortion_bars_keep_twelve_groups_apart(tmp_path):
+    """Figure 5 has 2 aggregators × 2 bounds × 3 β: twelve bar colours, none reused (tab10 has only ten)."""
+    from matplotlib import colormaps
+
+    records = [{"aggregator": agg, "objective": obj, "β": beta, "subset": subset, "R_S": 1.0, "D_S": 2.0}
+               for agg in ("PoE", "SumPooling") for obj in ("masked", "mixture") for beta in (0.1, 1.0, 4.0)
+               for subset in ("x0", "x0+x1")]
+    path = figures.rate_distortion_bars(records, tmp_path / "rd.png", hue=("aggregator", "objective", "β"))
+    cols = colours(path)
+    tab20 = [colormaps["tab20"](i)[:3] for i in range(12)]
+    assert all(has_colour(cols, c, alphas=(1.0,)) for c in tab20)
+    assert len({tuple(np.round(c, 3)) for c in tab20}) == 12
+
+
 def test_image_grid_shows_the_images(tmp_path):
     ramp = torch.linspace(0, 1, 64).view(1, 1, 8, 8).expand(4, 1, 8, 8)
     path = figures.image_grid({"data": ramp, "noise": torch.rand(4, 64)}, tmp_path / "grid.png")

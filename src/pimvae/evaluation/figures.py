@@ -130,9 +130,7 @@ def rate_distortion_bars(records: Sequence[Mapping], path, metrics: Sequence[str
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = _figure(nrows, ncols, (max(4.5, 0.6 * len(xs) * max(1, len(groups)) ** 0.5 + 2) * ncols, 3.6 * nrows))
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
+    colours = _palette(len(groups))
     width = 0.8 / len(groups)
     for i, metric in enumerate(metrics):
         ax = axes[i // ncols][i % ncols]
@@ -144,18 +142,36 @@ def rate_distortion_bars(records: Sequence[Mapping], path, metrics: Sequence[str
                 means.append(np.mean(vals) if vals else np.nan)
                 errs.append(np.std(vals) if len(vals) > 1 else 0.0)
             pos = np.arange(len(xs)) + (j - (len(groups) - 1) / 2) * width
-            ax.bar(pos, means, width, yerr=errs, color=cmap(j % 10), label=grp or None, capsize=2)
+            ax.bar(pos, means, width, yerr=errs, color=colours[j], label=grp or None, capsize=2)
         ax.set_xticks(np.arange(len(xs)))
         ax.set_xticklabels(xs, rotation=45 if max(len(v) for v in xs) > 6 else 0, ha="right", fontsize="small")
         ax.set_title(METRIC_LABELS.get(metric, metric))
         ax.axhline(0.0, color="black", linewidth=0.5)
-    for k in range(len(metrics), nrows * ncols):
-        axes[k // ncols][k % ncols].set_visible(False)
+    spare = [axes[k // ncols][k % ncols] for k in range(len(metrics), nrows * ncols)]
+    for ax in spare:
+        ax.set_visible(False)
     if hue and len(groups) > 1:
-        axes[0][0].legend(fontsize="small")
+        if spare:  # the legend gets an empty panel of its own instead of covering bars
+            spare[0].set_visible(True)
+            spare[0].axis("off")
+            spare[0].legend(*axes[0][0].get_legend_handles_labels(), loc="center", fontsize="small",
+                            ncols=1 + len(groups) // 9)
+        else:
+            axes[0][0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _palette(n: int) -> list:
+    """``n`` distinct colours: tab10 up to 10, tab20 up to 20, evenly spaced viridis beyond."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
 
 
 def _as_images(x, image_shape: Sequence[int] | None) -> np.ndarray:
