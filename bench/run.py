@@ -20,7 +20,7 @@ import torch
 
 from . import common, report
 
-BENCHMARKS = ("step", "scaling", "loglik")
+BENCHMARKS = ("step", "scaling", "loglik", "private")
 
 
 def main(argv: list[str] | None = None) -> int:
