@@ -62,7 +62,7 @@ def markdown(r: dict, json_name: str) -> str:
     if "private" in r:
         out += _private(r["private"])
     notes = os.path.join(os.path.dirname(__file__), "optimisations.md")
-    if os.path.exists(notes):
+    if "step" in r and os.path.exists(notes):
         with open(notes) as f:
             out += ["", f.read().strip(), ""]
     return "\n".join(out) + "\n"
@@ -86,7 +86,7 @@ def _summary(r: dict) -> list[str]:
         f = r["loglik"]["peak_10k_over_1k"]
         out.append(f"- evaluation memory, 10,000 vs 1,000 points: {f:.2f} ({'met' if f <= MEMORY_TARGET else '**not met**'}, "
                    f"≤ {MEMORY_TARGET}).")
-    return out + [""]
+    return out + [""] if len(out) > 2 else []
 
 
 def _load(x) -> str:

@@ -3,6 +3,7 @@
     python -m bench.run            # full run (a few minutes on a 2-core CPU)
     python -m bench.run --quick    # about a minute
     python -m bench.run --only step,scaling --compile some
+    python -m bench.run --only private --threads 1 --out docs/performance_private.md
 
 Benchmarks are not tests: they time things and write a report; nothing asserts a time.
 """
