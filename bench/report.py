@@ -253,4 +253,11 @@ def _private(s: dict) -> list[str]:
     out += ["", "Masked step with private latents / without: "
             + ", ".join(f"{AGG_NAMES[r['aggregator']]} {r['private_over_shared_masked']:.2f} "
                         f"±{r['private_over_shared_masked_iqr']:.2f}" for r in s["rows"]) + ".", ""]
+    if all("shared_features_over_recompute" in r for r in s["rows"]):
+        out += ["The private encoder's per-slot features (the work that depends on neither z' nor the subset) are "
+                "computed once per step and shared by the masked bound's five calls. Masked step with them shared / "
+                "recomputed at every call (the same model, its posteriors built without them): "
+                + ", ".join(f"{AGG_NAMES[r['aggregator']]} {r['shared_features_over_recompute']:.2f} "
+                            f"±{r['shared_features_over_recompute_iqr']:.2f} "
+                            f"({r['recompute_masked_ms']:.1f} ms recomputed)" for r in s["rows"]) + ".", ""]
     return out

@@ -1,5 +1,6 @@
 """Private latents (SPEC §5, Appendix F, Algorithm 2): z = (z', z̃_1, …, z̃_M) with equivariant private encoders."""
 
+import copy
 import json
 import math
 
@@ -315,6 +316,47 @@ def test_every_objective_runs_with_private_latents(shared_cls, kind, objective):
     assert all(g is None or torch.isfinite(g).all() for g in grads.values())
     private_grads = [g for n, g in grads.items() if n.startswith("aggregator.private.") and g is not None]
     assert private_grads and sum(float(g.abs().sum()) for g in private_grads) > 0
+
+
+class _Uncached(WithPrivate):
+    """The private encoder's per-slot features recomputed at every call (the path before they were shared)."""
+
+    def pool_many(self, g, subsets):
+        return [PrivatePosterior(q.shared, q.encoder, q.h, q.subset) for q in super().pool_many(g, subsets)]
+
+
+@pytest.mark.parametrize("objective", [objectives.MaskedBound, objectives.ELBO], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("kind", ENCODERS)
+def test_shared_private_features_change_neither_loss_nor_gradients(kind, objective, monkeypatch):
+    # The features are computed once per step and shared by the draws, the log q's and the detached copies; the
+    # loss and every gradient equal those of recomputing them at each of the masked bound's five calls.
+    torch.manual_seed(3)
+    model = private_model(aggregators.SumPooling, kind)
+    uncached = copy.deepcopy(model)
+    uncached.aggregator.__class__ = _Uncached
+    data, present = data_and_present()
+    data["x2"] = torch.where(present[:, 2:3], data["x2"], torch.full((), float("nan"), dtype=DT))
+    calls = []
+    original = type(model.aggregator.private).features
+    monkeypatch.setattr(type(model.aggregator.private), "features",
+                        lambda self, h: calls.append(1) or original(self, h))
+    results = []
+    for m in (model, uncached):
+        calls.clear()
+        torch.manual_seed(11)
+        out = objective(num_samples=3)(m, pimvae.Batch(data, present))
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad for n, p in m.named_parameters()}, len(calls)))
+    (loss, grads, n_cached), (loss_u, grads_u, n_uncached) = results
+    # (the uncached path also runs the shared pool_many's one call, unused)
+    assert n_cached == 1 and n_uncached == 1 + (5 if objective is objectives.MaskedBound else 2)
+    torch.testing.assert_close(loss, loss_u, rtol=1e-12, atol=1e-12)
+    assert grads.keys() == grads_u.keys()
+    for name, g in grads.items():
+        if g is None:
+            assert grads_u[name] is None or not grads_u[name].any(), name
+        else:
+            torch.testing.assert_close(g, grads_u[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_generation_and_sampling_shapes():

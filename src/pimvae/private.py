@@ -53,10 +53,15 @@ def _zero(x: Tensor) -> Tensor:
 # → (loc, scale), each (*S, B, M, D̃). Slots outside S get (0, 1): the prior N(0, I).
 # ---------------------------------------------------------------------------------------------------------------
 class PrivateEncoder(nn.Module):
-    """Base class. Subclasses implement :meth:`raw` → ``(*S, B, M, 2D̃)`` = ``[loc, raw scale]`` per slot.
+    """Base class. Subclasses implement :meth:`raw` → ``(*S, B, M, 2D̃)`` = ``[loc, raw scale]`` per slot, and may
+    move the work that depends on neither z' nor the subset into :meth:`features`.
 
     :meth:`forward` zeroes ``h`` outside the subset before any network sees it (so NaN there reaches neither an
     output nor a gradient) and sets the slots outside S to ``loc = 0, scale = 1``.
+
+    The split matters for the masked bound: the private encoder runs again for every ``log q`` (z' changes between
+    draws, and sticking-the-landing scores with detached parameters), five times per step, but its per-slot
+    features are computed once per batch (:class:`PrivatePosterior` holds them; the detached copy detaches them).
     """
 
     #: size of z' the encoder reads (``None``: it does not read z')
@@ -68,17 +73,28 @@ class PrivateEncoder(nn.Module):
             raise ValueError(f"feature_dim and private_dim must be positive, got {feature_dim}, {private_dim}")
         self.feature_dim, self.private_dim, self.min_scale = int(feature_dim), int(private_dim), float(min_scale)
 
-    def forward(self, z_shared: Tensor, h: Tensor, subset: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, z_shared: Tensor, h: Tensor, subset: Tensor,
+                features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``features``: :meth:`features` of features that agree with ``h`` on the slots in S and are finite
+        elsewhere, when already computed (shared between draws and subsets); else computed here."""
         self._check(z_shared, h, subset)
-        h = torch.where(subset[..., None], h, _zero(h))
-        raw = self.raw(z_shared, h, subset)  # (*S, B, M, 2D̃)
+        if features is None:
+            features = self.features(torch.where(subset[..., None], h, _zero(h)))
+        raw = self.raw(z_shared, features, subset)  # (*S, B, M, 2D̃)
         loc, raw_scale = raw.split(self.private_dim, dim=-1)
         scale = positive_scale(raw_scale, self.min_scale)
         on = subset[..., None]
         return torch.where(on, loc, _zero(loc)), torch.where(on, scale, torch.ones((), dtype=scale.dtype,
                                                                                     device=scale.device))
 
-    def raw(self, z_shared: Tensor, h: Tensor, subset: Tensor) -> Tensor:  # pragma: no cover - interface
+    def features(self, h: Tensor) -> Tensor:
+        """Per-slot features ``(B, M, F')`` that depend on neither z' nor the subset (default: ``h`` itself).
+
+        Slot s's features may depend on ``h_s`` only: slots outside S hold arbitrary finite values, which
+        :meth:`raw` must ignore."""
+        return h
+
+    def raw(self, z_shared: Tensor, features: Tensor, subset: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def _check(self, z_shared: Tensor, h: Tensor, subset: Tensor) -> None:
@@ -108,9 +124,11 @@ class IndependentPrivate(PrivateEncoder):
         super().__init__(feature_dim, private_dim, min_scale)
         self.head = nn.Linear(feature_dim, 2 * private_dim)
 
-    def raw(self, z_shared: Tensor, h: Tensor, subset: Tensor) -> Tensor:
-        raw = self.head(h)  # (B, M, 2D̃)
-        return raw.expand(*z_shared.shape[:-2], *raw.shape)
+    def features(self, h: Tensor) -> Tensor:
+        return self.head(h)  # (B, M, 2D̃)
+
+    def raw(self, z_shared: Tensor, features: Tensor, subset: Tensor) -> Tensor:
+        return features.expand(*z_shared.shape[:-2], *features.shape)
 
 
 class SumPoolingPrivate(PrivateEncoder):
@@ -127,9 +145,12 @@ class SumPoolingPrivate(PrivateEncoder):
         self.chi2 = MLP(feature_dim, hidden, width, activation)
         self.rho = MLP(width, hidden, 2 * private_dim, activation)
 
-    def raw(self, z_shared: Tensor, h: Tensor, subset: Tensor) -> Tensor:
-        pooled = masked_sum(self.chi0(h), subset)  # (B, W)
-        per_slot = self.chi2(h) + pooled[:, None, :]  # (B, M, W)
+    def features(self, h: Tensor) -> Tensor:
+        return torch.cat([self.chi0(h), self.chi2(h)], dim=-1)  # (B, M, 2W)
+
+    def raw(self, z_shared: Tensor, features: Tensor, subset: Tensor) -> Tensor:
+        pooled_in, own = features.split(self.width, dim=-1)
+        per_slot = own + masked_sum(pooled_in, subset)[:, None, :]  # (B, M, W)
         return self.rho(per_slot + self.chi1(z_shared)[..., None, :])  # (*S, B, M, 2D̃)
 
     def config(self) -> dict:
@@ -154,10 +175,13 @@ class SelfAttentionPrivate(PrivateEncoder):
         self.blocks = nn.ModuleList(AttentionBlock(width, num_heads, ff_dim, activation) for _ in range(num_blocks))
         self.rho = MLP(width, hidden, 2 * private_dim, activation)
 
-    def raw(self, z_shared: Tensor, h: Tensor, subset: Tensor) -> Tensor:
+    def features(self, h: Tensor) -> Tensor:
+        return self.chi1(h)  # (B, M, W)
+
+    def raw(self, z_shared: Tensor, features: Tensor, subset: Tensor) -> Tensor:
         lead = z_shared.shape[:-2]
-        b, m, _ = h.shape
-        g = self.chi1(h) + self.chi2(z_shared)[..., None, :]  # (*S, B, M, W)
+        b, m, _ = features.shape
+        g = features + self.chi2(z_shared)[..., None, :]  # (*S, B, M, W)
         g = g.reshape(-1, m, self.width)  # sample axes folded into the batch
         s = subset.expand(*lead, b, m).reshape(-1, m)
         for block in self.blocks:
@@ -188,6 +212,8 @@ class PrivatePosterior(Distribution):
     (reparameterised), then each private part by ``loc(z') + scale(z') ε``. ``log_prob`` re-runs the private encoder
     at the value's z', so it is the exact density of the joint. ``params``: parameters (and buffers) to run the
     private encoder with through ``torch.func.functional_call`` — the detached copy passes detached ones.
+    ``features``: the encoder's :meth:`PrivateEncoder.features` of ``h``, computed once and reused by every draw
+    and every ``log_prob`` (``h`` must then be finite outside the subset); ``None``: recomputed at each call.
     """
 
     arg_constraints: dict = {}
@@ -195,11 +221,12 @@ class PrivatePosterior(Distribution):
     has_rsample = True
 
     def __init__(self, shared: Distribution, encoder: PrivateEncoder, h: Tensor, subset: Tensor,
-                 params: dict[str, Tensor] | None = None):
+                 params: dict[str, Tensor] | None = None, features: Tensor | None = None):
         if tuple(shared.batch_shape) != tuple(subset.shape[:1]) or len(shared.event_shape) != 1:
             raise ValueError(f"shared posterior must have batch shape ({subset.shape[0]},) and a vector event, got "
                              f"{tuple(shared.batch_shape)}, {tuple(shared.event_shape)}")
         self.shared, self.encoder, self.h, self.subset, self.params = shared, encoder, h, subset, params
+        self.features = features
         self.shared_dim = shared.event_shape[0]
         self.num_modalities, self.private_dim = subset.shape[1], encoder.private_dim
         d = self.shared_dim + self.num_modalities * self.private_dim
@@ -207,9 +234,10 @@ class PrivatePosterior(Distribution):
 
     def private(self, z_shared: Tensor) -> tuple[Tensor, Tensor]:
         """``(loc, scale)`` of ``q(z̃_s | z', x_S)``, each ``(*S, B, M, D̃)``; ``(0, 1)`` for ``s ∉ S``."""
+        args = (z_shared, self.h, self.subset, self.features)
         if self.params is None:
-            return self.encoder(z_shared, self.h, self.subset)
-        return torch.func.functional_call(self.encoder, self.params, (z_shared, self.h, self.subset))
+            return self.encoder(*args)
+        return torch.func.functional_call(self.encoder, self.params, args)
 
     def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``[z', z̃_1, …, z̃_M]`` → ``z' (…, D')``, ``z̃ (…, M, D̃)``."""
@@ -253,7 +281,8 @@ def _(q: PrivatePosterior) -> PrivatePosterior:
     source = q.params if q.params is not None else {**dict(q.encoder.named_parameters()),
                                                     **dict(q.encoder.named_buffers())}
     params = {k: v.detach() for k, v in source.items()}
-    return PrivatePosterior(detach(q.shared), q.encoder, q.h.detach(), q.subset, params)
+    features = None if q.features is None else q.features.detach()  # a function of h and the weights only
+    return PrivatePosterior(detach(q.shared), q.encoder, q.h.detach(), q.subset, params, features)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,7 +293,8 @@ class WithPrivate(Aggregator):
 
     ``latent_dim = shared.latent_dim + num_modalities · private_dim``. ``embed`` returns
     ``[shared.embed(h), h]`` (absent slots of h zeroed), so the aggregator contract ``g (B, M, F)`` holds and the
-    private encoder reads the features; ``pool_many`` lets the shared aggregator share work between subsets.
+    private encoder reads the features; ``pool_many`` lets the shared aggregator share work between subsets, and
+    computes the private encoder's per-slot features once for all of them.
     """
 
     def __init__(self, shared: Aggregator, private: PrivateEncoder, num_modalities: int):
@@ -301,7 +331,8 @@ class WithPrivate(Aggregator):
     def pool_many(self, g: Tensor, subsets: Sequence[Tensor]) -> list[Distribution]:
         g_shared, h = self._split(g)
         qs = self.shared.pool_many(g_shared, list(subsets))
-        return [PrivatePosterior(q, self.private, h, s) for q, s in zip(qs, subsets)]
+        features = self.private.features(h)  # once for every subset, draw and log q (h is zero where absent)
+        return [PrivatePosterior(q, self.private, h, s, features=features) for q, s in zip(qs, subsets)]
 
     def config(self) -> dict:
         """Nested: ``model.save`` describes the two parts with :func:`pimvae.io.describe_module`."""
