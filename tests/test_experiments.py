@@ -98,6 +98,27 @@ def test_an_interrupted_grid_resumes_without_rerunning(tmp_path):
     assert len(json.loads((tmp_path / "results.json").read_text())) == 2
 
 
+def test_parallel_jobs_give_the_sequential_records_in_the_same_order(tmp_path):
+    # Two worker processes (spawn), three seeds, resumed over one kept record: every run is seeded on its own, so
+    # the metrics equal those of the one-process grid, whatever order the workers finish in.
+    kw = dict(quick=True, aggregators=["SumPooling"], bounds=["masked"], epochs=5, seeds=(0, 1, 2), verbose=False,
+              threads=1)
+    sequential = experiments.run("linear-sparse", out=tmp_path / "seq", **kw)
+    (tmp_path / "par").mkdir()
+    (tmp_path / "par" / "results.json").write_text(json.dumps(sequential[:1]))
+    parallel = experiments.run("linear-sparse", out=tmp_path / "par", jobs=2, resume=True, **kw)
+    key = lambda r: (r["seed"], r["aggregator"], r["bound"])  # noqa: E731
+    assert [key(r) for r in parallel] == [key(r) for r in sequential] and len(parallel) == 3
+    for a, b in zip(sequential, parallel):
+        for k, v in a.items():
+            if k not in ("wall_s", "eval_s") and isinstance(v, float):
+                assert b[k] == pytest.approx(v, rel=1e-6, abs=1e-9), (key(a), k)
+    assert [r["seed"] for r in json.loads((tmp_path / "par" / "results.json").read_text())] == [0, 1, 2]
+    assert (tmp_path / "par" / "table.md").is_file()
+    with pytest.raises(ValueError, match="jobs"):
+        experiments.run("linear-sparse", jobs=0, **kw)
+
+
 def test_bimodal_label_quick_end_to_end(tmp_path):
     records = experiments.run("bimodal-label", quick=True, out=tmp_path, aggregators=["PoE", "SumPoolingMixture"],
                               bounds=["masked"], verbose=False)

@@ -3,7 +3,7 @@
     pimvae fit [CONFIG] --run-dir DIR [--resume] [key.path=value ...]
     pimvae evaluate RUN_DIR [--out DIR] [--split test] [--particles 512]
     pimvae sample RUN_DIR [--n 16] [--given a,b] [--out FILE]
-    pimvae reproduce EXPERIMENT [--quick] [--out DIR] [--seeds 0 1] [--epochs N] [--aggregators A ...]
+    pimvae reproduce EXPERIMENT [--quick] [--out DIR] [--seeds 0 1] [--epochs N] [--jobs N] [--aggregators A ...]
                      [--bounds B ...] [--missing-rate ETA] [key=value ...]
     pimvae config [CONFIG] [key.path=value ...]        # print the resolved config
 
@@ -213,7 +213,7 @@ def cmd_reproduce(args: argparse.Namespace, extra: list[str]) -> int:
         raise CLIError(f"experiments are not available in this installation ({err})") from None
     if args.seeds is not None:
         options["seeds"] = tuple(args.seeds)
-    for key in ("epochs", "aggregators", "bounds", "missing_rate"):
+    for key in ("epochs", "aggregators", "bounds", "missing_rate", "jobs"):
         value = getattr(args, key)
         if value is not None:
             options[key] = value
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregators", nargs="+", help="rows to run, e.g. poe sum_pooling (default: the paper's)")
     p.add_argument("--bounds", nargs="+", choices=["masked", "mixture"], help="bounds to run (default: both)")
     p.add_argument("--missing-rate", type=float, help="missing-completely-at-random rate η (five-modal; 0.5 in Table 2)")
+    p.add_argument("--jobs", type=int, help="runs trained at a time, each in its own process (default 1); "
+                                            "with threads=N each uses N torch threads")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("config", help="print a resolved config",

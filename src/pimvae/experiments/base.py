@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -201,13 +204,18 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
              betas: Iterable[float] | None = None, lr: float | None = None, batch_size: int | None = None,
              schedule: str | None = None, warmup_steps: int | None = None, final_lr_ratio: float | None = None,
              target: float | None = None, track_every: int = 0, resume: bool = False, threads: int | None = None,
-             verbose: bool = True) -> list[dict]:
+             jobs: int = 1, verbose: bool = True) -> list[dict]:
     """Train and evaluate every (row, bound, β, seed); return the records and write the files into ``out``.
 
     ``target`` with ``track_every``: follow the experiment's tracked quality measure every ``track_every`` steps
     and record ``steps_to_target`` / ``wall_to_target`` (training time only) when it first drops to ``target``.
     ``resume``: keep the records already in ``out/results.json`` and run only the missing ones (figures then show
-    only the runs of this call). ``threads``: torch CPU threads during the grid.
+    only the runs of this call). ``threads``: torch CPU threads during the grid (per job).
+
+    ``jobs``: train that many runs at a time, each in its own worker process (``spawn``) with ``threads`` torch
+    threads (default: the CPU count divided by ``jobs``). Every run is seeded on its own (data by its seed, the
+    initialisation by :func:`run_one`), so the records are those of ``jobs=1``, in the same order; results are
+    written as each run finishes, so an interrupted grid resumes with ``resume=True``.
     """
     rows = exp.select_rows(aggregators, priors)
     bounds = [bound_name(b) for b in (exp.bounds if bounds is None else bounds)]
@@ -221,38 +229,80 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
         out.mkdir(parents=True, exist_ok=True)
         if resume and (out / "results.json").is_file():
             records = json.loads((out / "results.json").read_text())
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     done = {_run_key(r) for r in records}
-    artifacts: list[dict] = []
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        for seed in seeds:
-            todo = [(row, bound, beta) for row in rows for bound in bounds for beta in betas
-                    if _run_key({"aggregator": row.aggregator, "prior": row.prior, "bound": bound, "beta": beta,
-                                 "seed": seed, "missing_rate": missing_rate or 0.0}) not in done]
-            if not todo:
-                continue
-            data = exp.data(seed, quick, missing_rate)
-            for row, bound, beta in todo:
-                rec, art = run_one(exp, data, row, bound, beta, seed, budget, quick, target, track_every)
-                rec["missing_rate"] = missing_rate or 0.0
-                records.append(rec)
-                artifacts.append(art)
-                if verbose:
-                    shown = {k: v for k, v in rec.items() if k in art["metric_keys"] and isinstance(v, (int, float))}
-                    print(f"[{exp.name}] seed={seed} {row.aggregator}/{row.prior} {bound} β={beta}: "
-                          + ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
-                          + f" ({rec['steps']} steps, {rec['wall_s']:.1f}s)", flush=True)
-                if out is not None:  # keep what is done so far if a long grid is interrupted
-                    write_results(records, out)
-    finally:
-        torch.set_num_threads(previous_threads)
+    cells = [(seed, row, bound, beta) for seed in seeds for row in rows for bound in bounds for beta in betas
+             if _run_key({"aggregator": row.aggregator, "prior": row.prior, "bound": bound, "beta": beta,
+                          "seed": seed, "missing_rate": missing_rate or 0.0}) not in done]
+    kept = len(records)
+    finished: dict[int, tuple[dict, dict]] = {}  # cell index → (record, artifacts)
+
+    def finish(i: int, rec: dict, art: dict) -> None:
+        seed, row, bound, beta = cells[i]
+        finished[i] = (rec, art)
+        if verbose:
+            shown = {k: v for k, v in rec.items() if k in art["metric_keys"] and isinstance(v, (int, float))}
+            print(f"[{exp.name}] seed={seed} {row.aggregator}/{row.prior} {bound} β={beta}: "
+                  + ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+                  + f" ({rec['steps']} steps, {rec['wall_s']:.1f}s)", flush=True)
+        if out is not None:  # keep what is done so far if a long grid is interrupted
+            write_results(records[:kept] + [finished[j][0] for j in sorted(finished)], out)
+
+    args = (budget, quick, target, track_every, missing_rate)
+    if jobs == 1 or len(cells) <= 1:
+        previous_threads = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            data, data_seed = None, None
+            for i, (seed, row, bound, beta) in enumerate(cells):
+                if seed != data_seed:
+                    data, data_seed = exp.data(seed, quick, missing_rate), seed
+                finish(i, *_run_cell(exp, data, seed, row, bound, beta, *args))
+        finally:
+            torch.set_num_threads(previous_threads)
+    else:
+        per_job = threads if threads is not None else max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=context,
+                                 initializer=_worker_init, initargs=(per_job,)) as pool:
+            futures = {pool.submit(_run_cell, exp, None, *cell, *args): i for i, cell in enumerate(cells)}
+            try:
+                for future in as_completed(futures):
+                    finish(futures[future], *future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    records = records[:kept] + [finished[i][0] for i in sorted(finished)]
+    artifacts = [finished[i][1] for i in sorted(finished)]
     if out is not None:
         write_results(records, out)
         (out / "table.md").write_text(format_table(exp, records, budget))
         exp.figures(records, artifacts, out)
     return records
+
+
+_WORKER_DATA: dict[tuple, RunData] = {}  # a worker process's data sets, by (experiment, seed, quick, η)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_cell(exp: Experiment, data: RunData | None, seed: int, row: Row, bound: str, beta: float, budget: Budget,
+              quick: bool, target: float | None, track_every: int, missing_rate: float | None) -> tuple[dict, dict]:
+    """One cell of the grid; ``data=None`` (in a worker process): generated once per seed and kept."""
+    if data is None:
+        key = (exp.name, seed, quick, missing_rate)
+        if key not in _WORKER_DATA:
+            _WORKER_DATA.clear()  # cells come seed-major: one data set at a time is enough
+            _WORKER_DATA[key] = exp.data(seed, quick, missing_rate)
+        data = _WORKER_DATA[key]
+    rec, art = run_one(exp, data, row, bound, beta, seed, budget, quick, target, track_every)
+    rec["missing_rate"] = missing_rate or 0.0
+    return rec, art
 
 
 def _run_key(r: Mapping) -> tuple:
