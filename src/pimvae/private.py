@@ -75,8 +75,8 @@ class PrivateEncoder(nn.Module):
 
     def forward(self, z_shared: Tensor, h: Tensor, subset: Tensor,
                 features: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``features``: :meth:`features` of features that agree with ``h`` on the slots in S and are finite
-        elsewhere, when already computed (shared between draws and subsets); else computed here."""
+        """``features``: :meth:`features` of an ``h`` that agrees with this one on the slots in S and is finite
+        elsewhere, when already computed (shared between draws and subsets); else computed here from ``h``."""
         self._check(z_shared, h, subset)
         if features is None:
             features = self.features(torch.where(subset[..., None], h, _zero(h)))
