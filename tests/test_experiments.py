@@ -119,6 +119,15 @@ def test_parallel_jobs_give_the_sequential_records_in_the_same_order(tmp_path):
         experiments.run("linear-sparse", jobs=0, **kw)
 
 
+def test_a_failed_parallel_run_is_raised_and_the_finished_ones_are_kept(tmp_path):
+    # β = −1 fails in its worker (the objective rejects it); the β = 1 run beside it is written before the error.
+    with pytest.raises(ValueError, match="beta must be positive"):
+        experiments.run("linear-sparse", quick=True, aggregators=["PoE"], bounds=["masked"], epochs=2,
+                        betas=[-1.0, 1.0], jobs=2, threads=1, out=tmp_path, verbose=False)
+    kept = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["beta"], r["steps"] > 0) for r in kept] == [(1.0, True)]
+
+
 def test_bimodal_label_quick_end_to_end(tmp_path):
     records = experiments.run("bimodal-label", quick=True, out=tmp_path, aggregators=["PoE", "SumPoolingMixture"],
                               bounds=["masked"], verbose=False)

@@ -215,7 +215,8 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     ``jobs``: train that many runs at a time, each in its own worker process (``spawn``) with ``threads`` torch
     threads (default: the CPU count divided by ``jobs``). Every run is seeded on its own (data by its seed, the
     initialisation by :func:`run_one`), so the records are those of ``jobs=1``, in the same order; results are
-    written as each run finishes, so an interrupted grid resumes with ``resume=True``.
+    written as each run finishes, so an interrupted grid resumes with ``resume=True``. A run that fails cancels the
+    runs not yet started, keeps those already running, and is raised once they have finished.
     """
     rows = exp.select_rows(aggregators, priors)
     bounds = [bound_name(b) for b in (exp.bounds if bounds is None else bounds)]
@@ -268,13 +269,18 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
         with ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=context,
                                  initializer=_worker_init, initargs=(per_job,)) as pool:
             futures = {pool.submit(_run_cell, exp, None, *cell, *args): i for i, cell in enumerate(cells)}
-            try:
-                for future in as_completed(futures):
-                    finish(futures[future], *future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            error: BaseException | None = None
+            for future in as_completed(futures):  # a failed run cancels the pending ones; the running ones are kept
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
+                    error = error or future.exception()
+                    for pending in futures:
+                        pending.cancel()
+                    continue
+                finish(futures[future], *future.result())
+        if error is not None:
+            raise error
     records = records[:kept] + [finished[i][0] for i in sorted(finished)]
     artifacts = [finished[i][1] for i in sorted(finished)]
     if out is not None:
