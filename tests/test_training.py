@@ -1,6 +1,7 @@
 """Training: schedules, clipping, seeding, validation, early stopping, the NaN guard, checkpoints and exact resume."""
 
 import csv
+import dataclasses
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 import pimvae
 from pimvae.config import parse_config, build_data, build_model, build_objective
 from pimvae.training import (CheckpointError, NonFiniteError, TrainingModule, WarmupCosine, checkpoint_path,
-                             clip_grad_norm, derive_seed, fit, fit_config, load_checkpoint, read_metrics)
+                             clip_grad_norm, derive_seed, fit, fit_config, kl_weight, load_checkpoint, read_metrics)
 from pimvae.training import checkpoint as ckpt_module
 
 SMALL = {
@@ -70,6 +71,69 @@ def test_learning_rate_follows_warmup_and_cosine(tmp_path):
     for r in rows:
         assert r["lr"] == pytest.approx(3e-3 * f(int(r["step"])), rel=1e-9)
     assert rows[0]["lr"] == pytest.approx(3e-3 * 2 / 5) and rows[-1]["lr"] == pytest.approx(3e-4)
+
+
+class RecordBeta:
+    """The objective, recording (training?, β) at every call; ``beta`` reads and writes the inner objective's."""
+
+    def __init__(self, inner, poison_at=None):
+        self.inner, self.calls, self.poison_at = inner, [], poison_at
+
+    @property
+    def beta(self):
+        return self.inner.beta
+
+    @beta.setter
+    def beta(self, value):
+        self.inner.beta = value
+
+    def __call__(self, model, batch):
+        self.calls.append((model.training, float(self.inner.beta)))
+        out = self.inner(model, batch)
+        if len(self.calls) == self.poison_at:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def test_kl_weight_closed_form():
+    assert [kl_weight(t, 4) for t in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert kl_weight(0, 0) == 1.0 and kl_weight(3, 0) == 1.0
+
+
+def test_kl_warmup_scales_beta_in_training_only_and_gives_it_back():
+    cfg = small_config("train.max_steps=20", "train.kl_warmup_steps=8", "objective.beta=0.5")
+    model, objective, splits = build(cfg)
+    spy = RecordBeta(objective)
+    fit(model, spy, splits.train, splits.val, cfg.train)
+    train = [b for training, b in spy.calls if training]
+    val = [b for training, b in spy.calls if not training]
+    assert train == pytest.approx([0.5 * min(1.0, t / 8) for t in range(20)], abs=1e-15)
+    assert len(val) > 0 and all(b == 0.5 for b in val)  # validation: the bound itself, at every epoch end
+    assert objective.beta == 0.5 and type(objective.beta) is float
+    # the same run without warm-up sees β = 0.5 at every step, so the warm-up changed the parameters
+    model2, objective2, _ = build(small_config("train.max_steps=20", "objective.beta=0.5"))
+    spy2 = RecordBeta(objective2)
+    fit(model2, spy2, splits.train, None, dataclasses.replace(cfg.train, kl_warmup_steps=0))
+    assert {b for _, b in spy2.calls} == {0.5}
+    assert not torch.equal(torch.cat([p.flatten() for p in model.parameters()]),
+                           torch.cat([p.flatten() for p in model2.parameters()]))
+
+
+def test_kl_warmup_gives_beta_back_when_training_stops_on_nan():
+    cfg = small_config("train.max_steps=20", "train.kl_warmup_steps=10")
+    model, objective, splits = build(cfg)
+    with pytest.raises(NonFiniteError, match="step 4"):
+        fit(model, RecordBeta(objective, poison_at=4), splits.train, None, cfg.train)
+    assert objective.beta == 1.0 and type(objective.beta) is float
+
+
+def test_kl_warmup_errors():
+    with pytest.raises(ValueError, match="kl_warmup_steps must be non-negative"):
+        small_config("train.kl_warmup_steps=-1")
+    cfg = small_config("train.kl_warmup_steps=5")
+    model, objective, splits = build(cfg)
+    with pytest.raises(ValueError, match="kl_warmup_steps needs an objective with a numeric `beta`"):
+        fit(model, lambda m, b: objective(m, b), splits.train, None, cfg.train)
 
 
 def test_clip_grad_norm_numbers():
@@ -237,7 +301,7 @@ def _metric_rows(run_dir):
 def test_interrupted_run_resumes_exactly(tmp_path, stop, every):
     cfg = small_config("train.max_steps=30", f"train.checkpoint_every_n_steps={every}", "train.grad_clip=2.0",
                        "train.warmup_steps=3", "train.final_lr=1e-4", "train.log_every_n_steps=3",
-                       "train.early_stopping_patience=100")
+                       "train.early_stopping_patience=100", "train.kl_warmup_steps=25")
     ref, ref_result = fit_config(cfg, tmp_path / "ref")
     with pytest.raises(RuntimeError, match="interrupted"):
         fit_config(cfg, tmp_path / "run", callbacks=[StopAt(stop)])
@@ -405,8 +469,10 @@ def test_tensorboard_when_installed(tmp_path, monkeypatch):
 
 def test_compiled_training_matches_eager():
     # train.compile runs the objective under torch.compile; with inductor's eager-compatible RNG the parameters
-    # after 20 steps equal the eager run's up to float reassociation.
+    # after 20 steps equal the eager run's up to float reassociation. With KL warm-up, β changes every step: the
+    # compiled graph reads it from a tensor filled in place.
     import torch._inductor.config as inductor
+    from torch._dynamo.utils import counters
 
     from pimvae.config import load_named_or_path
     from pimvae.training import fit_config
@@ -416,10 +482,13 @@ def test_compiled_training_matches_eager():
     inductor.fallback_random = True
     try:
         for flag in ("false", "true"):
-            cfg = load_named_or_path("quickstart", ["train.max_steps=20", f"train.compile={flag}", "train.progress_bar=false",
+            cfg = load_named_or_path("quickstart", ["train.max_steps=20", f"train.compile={flag}", "train.progress_bar=false", "train.kl_warmup_steps=10",
                                                     "train.checkpoint_every_n_steps=null", "train.log_every_n_steps=5"])
+            counters.clear()
             model, _ = fit_config(cfg, None)
             params[flag] = torch.cat([p.detach().flatten() for p in model.parameters()])
+            if flag == "true":  # β's first value is a float, then one tensor: two graphs, not one per step
+                assert counters["stats"]["unique_graphs"] <= 2
     finally:
         inductor.fallback_random = old
     assert (params["true"] - params["false"]).abs().max() < 1e-5

@@ -205,7 +205,10 @@ class TrainConfig:
     machine train many times faster with 1 than with several competing threads. ``compile``: run the objective
     (forward, and its backward through AOTAutograd) under ``torch.compile``; measured 0.7–0.8× the eager step
     time for the expert and SumPooling aggregators on CPU, no gain for SelfAttention (``docs/performance.md``);
-    the first steps pay the compilation (seconds to a minute).
+    the first steps pay the compilation (seconds to a minute). ``kl_warmup_steps``: KL annealing — the weight of
+    the objective's KL-type terms rises linearly from 0 to its β over the first ``kl_warmup_steps`` steps (Bowman
+    et al. 2016, Sønderby et al. 2016); it keeps latent dimensions from collapsing early in training. The
+    training loss is then not the bound until the warm-up ends; validation always uses the objective's β.
     """
 
     seed: int = 0
@@ -234,6 +237,7 @@ class TrainConfig:
     tensorboard: bool = True
     num_threads: int | None = None
     compile: bool = False
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         def positive(key, allow_none=False):
@@ -252,8 +256,9 @@ class TrainConfig:
             raise ValueError("train: set max_steps or max_epochs (or both)")
         if self.final_lr is not None and not 0 <= self.final_lr <= self.lr:
             raise ValueError(f"train.final_lr must lie in [0, train.lr = {self.lr}], got {self.final_lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"train.warmup_steps must be non-negative, got {self.warmup_steps}")
+        for key in ("warmup_steps", "kl_warmup_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"train.{key} must be non-negative, got {getattr(self, key)}")
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be non-negative, got {self.weight_decay}")
         if not all(0 <= b < 1 for b in self.betas):

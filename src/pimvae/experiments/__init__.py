@@ -54,7 +54,8 @@ def run(name: str, *, seeds: Sequence[int] = (0,), epochs: int | None = None, ag
         out: directory for ``table.md``, ``results.json`` and figures (nothing is written when None).
         missing_rate: η for ``five-modal`` (the paper's Table 2 uses 0.5).
         **kw: ``priors`` (``"standard_normal"``, ``"gaussian_mixture"``), ``betas``, training overrides ``lr``,
-            ``batch_size``, ``schedule`` (``"constant"`` / ``"cosine"``), ``warmup_steps``, ``final_lr_ratio``;
+            ``batch_size``, ``schedule`` (``"constant"`` / ``"cosine"``), ``warmup_steps``, ``final_lr_ratio``,
+            ``kl_warmup_steps`` (KL annealing, :class:`pimvae.config.TrainConfig`);
             ``target`` with ``track_every`` (record the steps and wall time to reach ``target`` of the tracked
             measure, the LLH gap for the linear experiments); ``threads``; ``verbose``.
     """

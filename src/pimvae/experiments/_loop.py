@@ -30,6 +30,7 @@ class Budget:
 
     Adam(``lr``) for ``epochs`` epochs of ``batch_size``; ``schedule``: ``"constant"`` or ``"cosine"`` (decay from
     ``lr`` to ``lr * final_lr_ratio`` over the run), after ``warmup_steps`` of linear warm-up.
+    ``kl_warmup_steps``: KL annealing over that many steps (:class:`pimvae.config.TrainConfig`).
     """
 
     epochs: int
@@ -39,6 +40,7 @@ class Budget:
     warmup_steps: int = 0
     final_lr_ratio: float = 0.0
     grad_clip: float | None = None
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         if self.schedule not in ("constant", "cosine"):
@@ -57,7 +59,7 @@ class Budget:
             seed=seed, lr=self.lr, final_lr=self.lr * self.final_lr_ratio if self.schedule == "cosine" else None,
             warmup_steps=self.warmup_steps, batch_size=self.batch_size, max_epochs=self.epochs, max_steps=None,
             grad_clip=self.grad_clip, log_every_n_steps=10_000, checkpoint_every_n_steps=None, progress_bar=False,
-            tensorboard=False,
+            tensorboard=False, kl_warmup_steps=self.kl_warmup_steps,
         )
 
 

@@ -200,6 +200,7 @@ def fit(
             trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     finally:
         torch.set_num_threads(threads)
+        module.restore_beta()
     wall = time.perf_counter() - t0
     if module.writer is not None:
         module.writer.close()

@@ -68,6 +68,11 @@ class WarmupCosine:
         return self.final_ratio + (1.0 - self.final_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
+def kl_weight(step: int, warmup_steps: int) -> float:
+    """The KL annealing factor at the 0-based optimisation step ``step``: ``min(1, step / warmup_steps)``."""
+    return 1.0 if warmup_steps <= 0 or step >= warmup_steps else step / warmup_steps
+
+
 def clip_grad_norm(grads: list[Tensor], max_norm: float | None) -> tuple[Tensor, Tensor]:
     """Scale ``grads`` in place so that their global 2-norm is at most ``max_norm``.
 
@@ -160,6 +165,13 @@ class TrainingModule(pl.LightningModule):
         self.early_stop = {"best": None, "wait": 0, "stopped": False}
         self._logged_step = -1
         self._reset_accumulators()
+        # KL annealing: the objective's β scaled by kl_weight(step) during training, its own β everywhere else.
+        self._beta: float | None = None
+        if config.kl_warmup_steps:
+            if not isinstance(getattr(objective, "beta", None), (int, float)):
+                raise ValueError(f"train.kl_warmup_steps needs an objective with a numeric `beta`; "
+                                 f"{type(objective).__name__} has none")
+            self._beta = float(objective.beta)
         # The objective's forward (and through AOTAutograd its backward) compiled when asked; the optimiser stays eager.
         self._loss_output = torch.compile(self._objective_output) if config.compile else self._objective_output
 
@@ -233,8 +245,27 @@ class TrainingModule(pl.LightningModule):
         elif self.device.type != "cpu":
             torch.manual_seed(seed)
 
+    def set_kl_weight(self, weight: float) -> None:
+        """Set the objective's β to ``weight`` times its own (a no-op without ``kl_warmup_steps``). Under
+        ``compile`` β is one tensor filled in place, so the compiled graph reads it instead of recompiling."""
+        if self._beta is None:
+            return
+        value = self._beta * weight
+        if not self.config.compile:
+            self.objective.beta = value
+        elif isinstance(self.objective.beta, Tensor):
+            self.objective.beta.fill_(value)
+        else:
+            self.objective.beta = torch.tensor(value, dtype=torch.get_default_dtype(), device=self.device)
+
+    def restore_beta(self) -> None:
+        """Give the objective back its own β (a float), after training or when it stops on an error."""
+        if self._beta is not None:
+            self.objective.beta = self._beta
+
     def training_step(self, batch: tuple[Batch, int], batch_idx: int) -> Tensor:
         data, global_size = batch
+        self.set_kl_weight(kl_weight(self.global_step, self.config.kl_warmup_steps))
         out = self._loss_output(data)
         loss = out.loss
         n = len(data)
@@ -348,6 +379,7 @@ class TrainingModule(pl.LightningModule):
         """Mean bound over the validation set with the current (frozen) parameters, reduced over ranks."""
         was_training = self.model.training
         self.model.eval()
+        self.set_kl_weight(1.0)  # the bound itself; the next training step sets its own weight again
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             self._seed(derive_seed(self.config.seed, "val", self.rank))
