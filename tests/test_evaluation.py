@@ -329,3 +329,25 @@ def test_bad_input_is_a_clear_value_error(lg):
         evaluation.generate(model, batch, [])
     with pytest.raises(TypeError, match="Objective"):
         evaluation.evaluate_bound(model, batch, "masked")
+
+
+def test_latent_activity_of_the_exact_posterior_and_a_collapsed_dimension():
+    # Exact posterior, prior N(0, I), orthonormal W_s: Var(z_d | x_S) = 1 / (1 + |S| / σ²) for every d, so the
+    # posterior mean's variance over the data is 1 − 1 / (1 + |S| / σ²) (law of total variance).
+    big = linear_gaussian(n=4000, num_modalities=3, latent_dim=4, dim_range=(5, 8), seed=5, dtype=torch.float64)
+    model, data, s2 = exact_poe_model(big.truth), big.dataset, big.truth.sigma ** 2
+    for subset, size in ((None, 3), (["x1"], 1), (["x0", "x2"], 2)):
+        act = evaluation.latent_activity(model, data, subset)
+        assert act.shape == (4,)
+        assert act.numpy() == pytest.approx(1 - 1 / (1 + size / s2), abs=0.06)  # sampling error ~0.02
+        assert torch.equal(act, evaluation.latents(model, data, subset).double().var(0))
+    assert evaluation.active_units(model, data) == 4
+    # collapse dimension 2: no expert's mean reads the data there, so the PoE mean is constant along it
+    with torch.no_grad():
+        for mod in model.modalities.values():
+            mod.encoder.weight[2].zero_()
+            mod.encoder.bias[2] = 0.0
+    act = evaluation.latent_activity(model, data)
+    assert act[2].item() == 0.0 and (act[[0, 1, 3]] > 0.5).all()
+    assert evaluation.active_units(model, data) == 3
+    assert evaluation.active_units(model, data, threshold=0.9) == 0

@@ -60,6 +60,7 @@ def test_linear_dense_quick_numbers_are_consistent(linear_dense):
         assert r["lower_bound"] <= r["llh"] + 0.05
         torch.testing.assert_close(r["bound_gap"] - r["llh_gap"], (r["llh"] - r["lower_bound"]) / abs(r["ll_ml"]))
         assert r["kl_full"] >= 0 and r["kl_uni"] >= 0
+        assert isinstance(r["active_units"], int) and 0 <= r["active_units"] <= 4  # the quick size's latent_dim
         assert r["mcc"] <= r["mcc_truth"] + 0.02  # the exact posterior mean of the generating model is the ceiling
         # on fresh draws from the generating model the bound lies below the log-likelihood (it is a bound in
         # expectation; on training points an encoder of x_S may memorise the rest)

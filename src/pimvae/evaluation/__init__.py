@@ -18,7 +18,7 @@ from .linear_gaussian import (
 )
 from .bound import evaluate_bound
 from .classification import cluster_accuracy, coherence, latent_classification, matched_accuracy
-from .generation import generate, impute, latents, reconstruct, sample
+from .generation import active_units, generate, impute, latent_activity, latents, reconstruct, sample
 from .log_likelihood import conditional_log_likelihood, log_likelihood
 from .mcc import correlation_matrix, mcc
 from .rates import RATE_DISTORTION_KEYS, rate_distortion_table, rates_distortions
@@ -38,6 +38,8 @@ __all__ = [
     "coherence",
     "cluster_accuracy",
     "matched_accuracy",
+    "latent_activity",
+    "active_units",
     "latents",
     "generate",
     "reconstruct",

@@ -21,7 +21,7 @@ from ._utils import (
     seeded,
 )
 
-__all__ = ["latents", "generate", "reconstruct", "impute", "sample"]
+__all__ = ["latents", "latent_activity", "active_units", "generate", "reconstruct", "impute", "sample"]
 
 
 def latents(model: MultimodalVAE, data: Data, subset: SubsetSpec = None, mean: bool = True,
@@ -40,6 +40,21 @@ def latents(model: MultimodalVAE, data: Data, subset: SubsetSpec = None, mean: b
                 noise = ParticleNoise(1, idx, model.latent_dim, seed, loc.dtype, loc.device, stream=7)
                 out.append(reparam(q, *noise.take(0, 1))[0])
     return torch.cat(out)
+
+
+def latent_activity(model: MultimodalVAE, data: Data, subset: SubsetSpec = None, batch_size: int = 256) -> Tensor:
+    """``(D,)``: the activity ``Var_x(E_q[z_d | x_S])`` of each latent dimension over the data (Burda et al., 2016).
+
+    A dimension whose posterior mean does not move with the data carries no information about it: the encoder
+    has collapsed it to the prior and the decoder ignores it. For the exact posterior of a model with prior
+    N(0, I), the law of total variance gives ``1 − E_x[Var(z_d | x_S)]``."""
+    return latents(model, data, subset, mean=True, batch_size=batch_size).double().var(0)
+
+
+def active_units(model: MultimodalVAE, data: Data, subset: SubsetSpec = None, threshold: float = 0.01,
+                 batch_size: int = 256) -> int:
+    """The number of latent dimensions with :func:`latent_activity` above ``threshold`` (Burda et al.'s 0.01)."""
+    return int((latent_activity(model, data, subset, batch_size) > threshold).sum())
 
 
 def _given_names(model: MultimodalVAE, given) -> list[str]:

@@ -148,6 +148,8 @@ class LinearGaussianExperiment(Experiment):
             "mcc": ev.mcc(z, mean, "weak"), "mcc_sample": ev.mcc(z, draw, "weak"),
             "mcc_truth": data.info["mcc_truth"], "mcc_truth_sample": data.info["mcc_truth_sample"],
             "kl_full": kl["+".join(names)], "kl_uni": sum(kl[n] for n in names) / len(names),
+            # latent dimensions whose posterior mean moves with the data (the rest collapsed to the prior)
+            "active_units": ev.active_units(model, test),
             "rates": rates,
         }
         return metrics, {}
