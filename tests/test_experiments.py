@@ -2,6 +2,12 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,6 +133,53 @@ def test_a_failed_parallel_run_is_raised_and_the_finished_ones_are_kept(tmp_path
                         betas=[-1.0, 1.0], jobs=2, threads=1, out=tmp_path, verbose=False)
     kept = json.loads((tmp_path / "results.json").read_text())
     assert [(r["beta"], r["steps"] > 0) for r in kept] == [(1.0, True)]
+
+
+def _live_workers(parent: int) -> list[int]:
+    """PIDs of the live (not zombie) spawned worker processes whose parent is ``parent`` (Linux /proc)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text() if d.name.isdigit() else ""
+            cmd = (d / "cmdline").read_bytes() if stat else b""
+        except OSError:
+            continue
+        if stat:
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == parent and state != "Z" and b"spawn_main" in cmd:
+                found.append(int(d.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_when_the_grid_process_is_killed(tmp_path):
+    # Killing `pimvae reproduce --jobs 2` must not leave its workers training (or blocked) for nobody.
+    code = ("from pimvae import experiments; experiments.run('linear-sparse', quick=True, aggregators=['PoE'], "
+            f"bounds=['masked'], seeds=range(40), jobs=2, threads=1, verbose=False, out={str(tmp_path)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "results.json").exists():  # a run has finished: the workers are in their task loop
+            assert time.monotonic() < deadline and proc.poll() is None, "the grid did not start"
+            time.sleep(0.2)
+        workers = _live_workers(proc.pid)
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "workers outlived the killed grid process"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_bimodal_label_quick_end_to_end(tmp_path):

@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import platform
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -295,6 +296,15 @@ _WORKER_DATA: dict[tuple, RunData] = {}  # a worker process's data sets, by (exp
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
+    # A worker whose grid process dies (killed, say) ends too, rather than train on for nobody.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="pimvae-parent-watch").start()
+
+
+def _exit_with(parent) -> None:
+    parent.join()  # returns once the parent process has ended
+    os._exit(1)
 
 
 def _run_cell(exp: Experiment, data: RunData | None, seed: int, row: Row, bound: str, beta: float, budget: Budget,
