@@ -204,8 +204,8 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
              out: str | Path | None = None, missing_rate: float | None = None, priors: Iterable[str] | None = None,
              betas: Iterable[float] | None = None, lr: float | None = None, batch_size: int | None = None,
              schedule: str | None = None, warmup_steps: int | None = None, final_lr_ratio: float | None = None,
-             kl_warmup_steps: int | None = None, target: float | None = None, track_every: int = 0, resume: bool = False, threads: int | None = None,
-             jobs: int = 1, verbose: bool = True) -> list[dict]:
+             kl_warmup_steps: int | None = None, target: float | None = None, track_every: int = 0,
+             resume: bool = False, threads: int | None = None, jobs: int = 1, verbose: bool = True) -> list[dict]:
     """Train and evaluate every (row, bound, β, seed); return the records and write the files into ``out``.
 
     ``target`` with ``track_every``: follow the experiment's tracked quality measure every ``track_every`` steps
