@@ -95,6 +95,25 @@ def test_linear_dense_time_to_quality_tracking():
     assert 0 < r["wall_to_target"] <= r["wall_s"]
 
 
+def test_grid_training_overrides_reach_the_trainer_the_record_and_the_caption(tmp_path, monkeypatch):
+    from pimvae.experiments import _loop
+
+    seen = []
+    real = _loop._fit
+
+    def spy(model, objective, data, config, callbacks=()):
+        seen.append((config.grad_clip, config.kl_warmup_steps))
+        return real(model, objective, data, config=config, callbacks=callbacks)
+
+    monkeypatch.setattr(_loop, "_fit", spy)
+    (r,) = experiments.run("linear-dense", quick=True, out=tmp_path, aggregators=["poe"], bounds=["masked"],
+                           epochs=2, grad_clip=250.0, kl_warmup_steps=3, verbose=False)
+    assert seen == [(250.0, 3)]
+    assert (r["budget"]["grad_clip"], r["budget"]["kl_warmup_steps"]) == (250.0, 3)
+    table = (tmp_path / "table.md").read_text()
+    assert "KL warm-up 3 steps, gradient norm clipped at 250" in table
+
+
 def test_an_interrupted_grid_resumes_without_rerunning(tmp_path):
     first = experiments.run("linear-sparse", quick=True, out=tmp_path, aggregators=["PoE"], bounds=["masked"],
                             epochs=5, verbose=False)

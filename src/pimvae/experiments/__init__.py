@@ -55,7 +55,8 @@ def run(name: str, *, seeds: Sequence[int] = (0,), epochs: int | None = None, ag
         missing_rate: η for ``five-modal`` (the paper's Table 2 uses 0.5).
         **kw: ``priors`` (``"standard_normal"``, ``"gaussian_mixture"``), ``betas``, training overrides ``lr``,
             ``batch_size``, ``schedule`` (``"constant"`` / ``"cosine"``), ``warmup_steps``, ``final_lr_ratio``,
-            ``kl_warmup_steps`` (KL annealing, :class:`pimvae.config.TrainConfig`);
+            ``kl_warmup_steps`` (KL annealing), ``grad_clip`` (global gradient-norm clipping; both
+            :class:`pimvae.config.TrainConfig`);
             ``target`` with ``track_every`` (record the steps and wall time to reach ``target`` of the tracked
             measure, the LLH gap for the linear experiments); ``threads``; ``verbose``.
     """

@@ -204,8 +204,8 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
              out: str | Path | None = None, missing_rate: float | None = None, priors: Iterable[str] | None = None,
              betas: Iterable[float] | None = None, lr: float | None = None, batch_size: int | None = None,
              schedule: str | None = None, warmup_steps: int | None = None, final_lr_ratio: float | None = None,
-             kl_warmup_steps: int | None = None, target: float | None = None, track_every: int = 0,
-             resume: bool = False, threads: int | None = None, jobs: int = 1, verbose: bool = True) -> list[dict]:
+             kl_warmup_steps: int | None = None, grad_clip: float | None = None, target: float | None = None,
+             track_every: int = 0, resume: bool = False, threads: int | None = None, jobs: int = 1, verbose: bool = True) -> list[dict]:
     """Train and evaluate every (row, bound, β, seed); return the records and write the files into ``out``.
 
     ``target`` with ``track_every``: follow the experiment's tracked quality measure every ``track_every`` steps
@@ -224,7 +224,7 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     betas = list(exp.betas if betas is None else betas)
     base = exp.quick_budget if quick else exp.default
     budget = base.replace(epochs=epochs, lr=lr, batch_size=batch_size, schedule=schedule, warmup_steps=warmup_steps,
-                          final_lr_ratio=final_lr_ratio, kl_warmup_steps=kl_warmup_steps)
+                          final_lr_ratio=final_lr_ratio, kl_warmup_steps=kl_warmup_steps, grad_clip=grad_clip)
     out = None if out is None else Path(out)
     records: list[dict] = []
     if out is not None:
@@ -417,6 +417,7 @@ def format_table(exp: Experiment, records: list[dict], budget: Budget | None = N
                      f"{budget.batch_size}, Adam lr {budget.lr:g}, schedule {budget.schedule}"
                      + (f" (warm-up {budget.warmup_steps} steps)" if budget.warmup_steps else "")
                      + (f", KL warm-up {budget.kl_warmup_steps} steps" if budget.kl_warmup_steps else "")
+                     + (f", gradient norm clipped at {budget.grad_clip:g}" if budget.grad_clip else "")
                      + f". The paper: {exp.reference.epochs} epochs, batch {exp.reference.batch_size}, "
                      f"Adam lr {exp.reference.lr:g}.")
     lines.append("")
