@@ -9,16 +9,18 @@ import pimvae
 from pimvae import aggregators, likelihoods, priors
 from pimvae.nn import softplus_inverse
 
-# Small sizes so that every aggregator runs in milliseconds.
+# Small sizes so that every aggregator runs in milliseconds. SelfAttention's blocks start as the identity by default
+# (zero-initialised residual branches); tests of the attention itself need it to act, so they start random here.
 SMALL = dict(embed_dim=16, chi_hidden=(16,), rho_hidden=(16,))
+ATTENTION = dict(num_heads=2, ff_dim=16, zero_init_blocks=False)
 AGGREGATOR_OPTIONS = {
     aggregators.PoE: {},
     aggregators.MoE: {},
     aggregators.MoPoE: {},
     aggregators.SumPooling: SMALL,
-    aggregators.SelfAttention: dict(SMALL, num_heads=2, ff_dim=16),
+    aggregators.SelfAttention: dict(SMALL, **ATTENTION),
     aggregators.SumPoolingMixture: dict(SMALL, num_components=3),
-    aggregators.SelfAttentionMixture: dict(SMALL, num_heads=2, ff_dim=16, num_components=3),
+    aggregators.SelfAttentionMixture: dict(SMALL, **ATTENTION, num_components=3),
 }
 ALL_AGGREGATORS = list(AGGREGATOR_OPTIONS)
 

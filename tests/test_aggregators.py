@@ -195,6 +195,42 @@ def test_self_attention_restricts_attention_to_subset():
     assert (agg(h3, subset).log_prob(z) - ref).abs().min() > 1e-6
 
 
+@pytest.mark.parametrize("num_blocks", [1, 2])
+def test_self_attention_starts_as_sum_pooling_and_learns_its_blocks(num_blocks):
+    # Zero-initialised residual branches (the default): every block is the identity, so the aggregator equals
+    # SumPooling with the same χ and ρ, for every subset; the branches still get gradients.
+    torch.manual_seed(0)
+    sa = aggregators.SelfAttention(E, D, embed_dim=16, chi_hidden=(16,), rho_hidden=(16,), num_heads=2, ff_dim=16,
+                                   num_blocks=num_blocks).double()
+    sp = aggregators.SumPooling(E, D, embed_dim=16, chi_hidden=(16,), rho_hidden=(16,)).double()
+    sp.chi.load_state_dict(sa.chi.state_dict())
+    sp.rho.load_state_dict(sa.rho.state_dict())
+    h, subset = inputs()
+    subset[0] = True  # SumPooling of an empty set is ρ(0); the blocks let an empty row attend everywhere
+    q_sa, q_sp = sa(h, subset), sp(h, subset)
+    torch.testing.assert_close(q_sa.mean, q_sp.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(q_sa.stddev, q_sp.stddev, rtol=1e-12, atol=1e-12)
+    z = torch.randn(B, D, dtype=torch.float64)
+    q_sa.log_prob(z).sum().backward()
+    last = sa.blocks[-1]
+    assert last.out.weight.grad.abs().max() > 1e-6 and last.ff[-1].weight.grad.abs().max() > 1e-6
+    assert sa.config()["zero_init_blocks"] is True
+    random = aggregators.SelfAttention(E, D, embed_dim=16, chi_hidden=(16,), rho_hidden=(16,), num_heads=2,
+                                       ff_dim=16, zero_init_blocks=False)
+    assert random.blocks[0].out.weight.abs().max() > 0 and random.config()["zero_init_blocks"] is False
+
+
+def test_lecun_init_keeps_zero_initialised_branches_at_zero():
+    from pimvae.experiments.base import lecun_init, make_aggregator as paper_aggregator
+
+    torch.manual_seed(0)
+    agg = lecun_init(paper_aggregator("self_attention", 8, 3, 16))
+    (block,) = agg.blocks
+    for layer in (block.out, block.ff[-1]):
+        assert layer.weight.abs().max() == 0 and layer.bias.abs().max() == 0
+    assert block.qkv.weight.std() > 0.5 / 16 ** 0.5  # the other layers are re-initialised (std 1/√fan_in)
+
+
 @pytest.mark.parametrize("cls", [aggregators.PoE, aggregators.MoE, aggregators.MoPoE], ids=lambda c: c.__name__)
 def test_gradcheck_expert_formulas(cls):
     torch.manual_seed(0)

@@ -552,9 +552,14 @@ def lecun_init(module: torch.nn.Module) -> torch.nn.Module:
     normal with variance ``1 / fan_in``, biases zero. PyTorch's default (variance ``1 / (3 fan_in)`` and random
     biases) shrinks the signal three times more per layer, and the paper's encoders stack up to nine layers
     (feature MLP, χ, ρ): their initial output then hardly depends on the input, and the decoder collapses
-    latent dimensions before the encoder has learned anything."""
+    latent dimensions before the encoder has learned anything. Layers marked ``zero_init`` (the residual branches
+    of :class:`pimvae.aggregators.AttentionBlock` with ``zero_init``) are set to zero instead."""
     for m in module.modules():
-        if isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Linear) and getattr(m, "zero_init", False):  # starts at zero by design
+            torch.nn.init.zeros_(m.weight)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.Linear):
             std = (1.0 / m.in_features) ** 0.5 / 0.87962566103423978  # truncation at ±2σ shrinks the std
             torch.nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
