@@ -277,6 +277,28 @@ def test_budget_maps_to_the_trainer_config():
         Budget(epochs=1, batch_size=1, lr=1.0, schedule="linear")
 
 
+def test_grid_attention_zero_init_option_reaches_the_model_and_the_record(monkeypatch):
+    from pimvae.experiments import _loop
+
+    built = []
+    real = _loop._fit
+
+    def spy(model, objective, data, config, callbacks=()):
+        if hasattr(model.aggregator, "blocks"):
+            built.append(model.aggregator.blocks[0].out.weight.abs().max().item())
+        return real(model, objective, data, config=config, callbacks=callbacks)
+
+    monkeypatch.setattr(_loop, "_fit", spy)
+    kw = dict(quick=True, aggregators=["self_attention"], bounds=["masked"], epochs=1, verbose=False)
+    (default,) = experiments.run("linear-dense", **kw)
+    (random,) = experiments.run("linear-dense", attention_zero_init=False, **kw)
+    assert built[0] == 0 and built[1] > 0
+    assert default["zero_init_blocks"] is True and random["zero_init_blocks"] is False
+    (poe,) = experiments.run("linear-dense", quick=True, aggregators=["poe"], bounds=["masked"], epochs=1,
+                             attention_zero_init=False, verbose=False)
+    assert "zero_init_blocks" not in poe
+
+
 def test_truth_mcc_matches_the_posterior_correlations_in_closed_form():
     """Sparse data, orthonormal loadings, σ = 1: a shared dimension is seen by 5 modalities (posterior variance 1/6),
     a private one by one (1/2); corr(E[z|x], z) = sqrt(1 − v) and corr(draw, z) = 1 − v. The weak MCC averages

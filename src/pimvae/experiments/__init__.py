@@ -56,7 +56,8 @@ def run(name: str, *, seeds: Sequence[int] = (0,), epochs: int | None = None, ag
         **kw: ``priors`` (``"standard_normal"``, ``"gaussian_mixture"``), ``betas``, training overrides ``lr``,
             ``batch_size``, ``schedule`` (``"constant"`` / ``"cosine"``), ``warmup_steps``, ``final_lr_ratio``,
             ``kl_warmup_steps`` (KL annealing), ``grad_clip`` (global gradient-norm clipping; both
-            :class:`pimvae.config.TrainConfig`);
+            :class:`pimvae.config.TrainConfig`); ``attention_zero_init`` (``False``: SelfAttention's blocks start
+            with random residual branches, the default before session 9);
             ``target`` with ``track_every`` (record the steps and wall time to reach ``target`` of the tracked
             measure, the LLH gap for the linear experiments); ``threads``; ``verbose``.
     """

@@ -83,6 +83,10 @@ def prior_name(name: str) -> str:
     return table[_key(name)]
 
 
+#: options for SelfAttention rows set by :func:`run_one` for the model it builds (``attention_zero_init``)
+_ATTENTION_OPTIONS: dict[str, Any] = {}
+
+
 def make_aggregator(name: str, feature_dim: int, latent_dim: int, width: int, num_components: int = 5,
                     activation: str = "relu") -> agg_lib.Aggregator:
     """The paper's aggregators (SPEC §3, Tables 17, 19, 20): PoE / MoE read the features as expert parameters
@@ -94,7 +98,7 @@ def make_aggregator(name: str, feature_dim: int, latent_dim: int, width: int, nu
     options: dict[str, Any] = dict(embed_dim=width, chi_hidden=(width, width), rho_hidden=(width, width),
                                    activation=activation)
     if name.startswith("self_attention"):
-        options.update(num_blocks=1, num_heads=4, ff_dim=width)
+        options.update(num_blocks=1, num_heads=4, ff_dim=width, **_ATTENTION_OPTIONS)
     if name.endswith("_mixture"):
         options["num_components"] = num_components
     return cls(feature_dim, latent_dim, **options)
@@ -204,12 +208,14 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
              out: str | Path | None = None, missing_rate: float | None = None, priors: Iterable[str] | None = None,
              betas: Iterable[float] | None = None, lr: float | None = None, batch_size: int | None = None,
              schedule: str | None = None, warmup_steps: int | None = None, final_lr_ratio: float | None = None,
-             kl_warmup_steps: int | None = None, grad_clip: float | None = None, target: float | None = None,
-             track_every: int = 0, resume: bool = False, threads: int | None = None, jobs: int = 1, verbose: bool = True) -> list[dict]:
+             kl_warmup_steps: int | None = None, grad_clip: float | None = None, attention_zero_init: bool | None = None,
+             target: float | None = None, track_every: int = 0, resume: bool = False, threads: int | None = None, jobs: int = 1, verbose: bool = True) -> list[dict]:
     """Train and evaluate every (row, bound, β, seed); return the records and write the files into ``out``.
 
     ``target`` with ``track_every``: follow the experiment's tracked quality measure every ``track_every`` steps
     and record ``steps_to_target`` / ``wall_to_target`` (training time only) when it first drops to ``target``.
+    ``attention_zero_init``: start SelfAttention's blocks as the identity (the default, ``True``) or with random
+    residual branches (``False``, the default before session 9; see :class:`pimvae.aggregators.SelfAttention`).
     ``resume``: keep the records already in ``out/results.json`` and run only the missing ones (figures then show
     only the runs of this call). ``threads``: torch CPU threads during the grid (per job).
 
@@ -251,7 +257,7 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
         if out is not None:  # keep what is done so far if a long grid is interrupted
             write_results(records[:kept] + [finished[j][0] for j in sorted(finished)], out)
 
-    args = (budget, quick, target, track_every, missing_rate)
+    args = (budget, quick, target, track_every, missing_rate, attention_zero_init)
     if jobs == 1 or len(cells) <= 1:
         previous_threads = torch.get_num_threads()
         if threads is not None:
@@ -308,7 +314,8 @@ def _exit_with(parent) -> None:
 
 
 def _run_cell(exp: Experiment, data: RunData | None, seed: int, row: Row, bound: str, beta: float, budget: Budget,
-              quick: bool, target: float | None, track_every: int, missing_rate: float | None) -> tuple[dict, dict]:
+              quick: bool, target: float | None, track_every: int, missing_rate: float | None,
+              attention_zero_init: bool | None = None) -> tuple[dict, dict]:
     """One cell of the grid; ``data=None`` (in a worker process): generated once per seed and kept."""
     if data is None:
         key = (exp.name, seed, quick, missing_rate)
@@ -316,7 +323,7 @@ def _run_cell(exp: Experiment, data: RunData | None, seed: int, row: Row, bound:
             _WORKER_DATA.clear()  # cells come seed-major: one data set at a time is enough
             _WORKER_DATA[key] = exp.data(seed, quick, missing_rate)
         data = _WORKER_DATA[key]
-    rec, art = run_one(exp, data, row, bound, beta, seed, budget, quick, target, track_every)
+    rec, art = run_one(exp, data, row, bound, beta, seed, budget, quick, target, track_every, attention_zero_init)
     rec["missing_rate"] = missing_rate or 0.0
     return rec, art
 
@@ -326,10 +333,17 @@ def _run_key(r: Mapping) -> tuple:
 
 
 def run_one(exp: Experiment, data: RunData, row: Row, bound: str, beta: float, seed: int, budget: Budget,
-            quick: bool = False, target: float | None = None, track_every: int = 0) -> tuple[dict, dict]:
+            quick: bool = False, target: float | None = None, track_every: int = 0,
+            attention_zero_init: bool | None = None) -> tuple[dict, dict]:
     """Build, train and evaluate one model; return its record and its artifacts (for figures)."""
     torch.manual_seed(seed)
-    model = exp.model(row, data, quick)
+    if attention_zero_init is not None:
+        _ATTENTION_OPTIONS["zero_init_blocks"] = bool(attention_zero_init)
+    try:
+        model = exp.model(row, data, quick)
+    finally:
+        _ATTENTION_OPTIONS.clear()
+    zero_init = [m.zero_init_blocks for m in model.modules() if hasattr(m, "zero_init_blocks")]
     objective = exp.objective(bound, beta)
     tracking = target is not None and track_every > 0
     trace: list[tuple[int, float, float]] = []
@@ -348,6 +362,8 @@ def run_one(exp: Experiment, data: RunData, row: Row, bound: str, beta: float, s
            "seed": seed, **metrics, "epochs": log.epochs, "steps": log.steps, "wall_s": round(log.wall_s, 2),
            "eval_s": round(time.perf_counter() - t0, 2), "final_loss": log.loss[-1] if log.loss else None,
            "budget": asdict(budget), "threads": torch.get_num_threads()}
+    if zero_init:  # SelfAttention: whether its blocks started as the identity
+        rec["zero_init_blocks"] = zero_init[0]
     if tracking:
         hit = next(((s, w) for s, w, v in trace if v <= target), (None, None))
         rec.update(target=target, steps_to_target=hit[0], wall_to_target=hit[1], trace=trace)
