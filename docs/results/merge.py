@@ -36,8 +36,9 @@ def merge(dest: Path, sources: list[Path]) -> list[dict]:
                                 bounds.get(r["bound"], len(bounds)), r["beta"]))
     dest.mkdir(parents=True, exist_ok=True)
     write_results(records, dest)
-    budgets = {json.dumps(r["budget"], sort_keys=True) for r in records}
-    budget = Budget(**records[0]["budget"]) if len(budgets) == 1 else None
+    # records written before a Budget field existed lack it: compare with the defaults filled in
+    budgets = {Budget(**r["budget"]) for r in records}
+    budget = budgets.pop() if len(budgets) == 1 else None
     (dest / "table.md").write_text(format_table(exp, records, budget))
     exp.figures(records, [], dest)
     return records
