@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 import pimvae
-from pimvae import aggregators, likelihoods, priors
-from pimvae.nn import softplus_inverse
+from pimvae import aggregators, evaluation, likelihoods, priors
 
 # Small sizes so that every aggregator runs in milliseconds. SelfAttention's blocks start as the identity by default
 # (zero-initialised residual branches); tests of the attention itself need it to act, so they start random here.
@@ -50,23 +49,6 @@ def random_batch(model, b=6, dtype=torch.float64, present=None, seed=0) -> pimva
 
 
 def exact_poe_model(truth, dtype=torch.float64) -> pimvae.MultimodalVAE:
-    """The true linear Gaussian model with encoders whose PoE is the exact posterior for every subset.
-
-    Requires orthonormal ``W_s`` (dense data): then ``p(z | x_S)`` has precision ``1 + |S|/σ²`` and mean
-    ``Σ_s W_sᵀ(x_s − b_s)/σ² / τ`` — a PoE of experts ``N(W_sᵀ(x_s − b_s), σ²)`` with the prior.
-    """
-    d = truth.latent_dim
-    agg = aggregators.PoE(2 * d, d, projection=False)
-    raw = softplus_inverse(truth.sigma - agg.min_scale)
-    mods = {}
-    for name in truth.names:
-        w, b = truth.W[name].to(dtype), truth.b[name].to(dtype)
-        enc = nn.Linear(w.shape[0], 2 * d, dtype=dtype)
-        dec = nn.Linear(d, w.shape[0], dtype=dtype)
-        with torch.no_grad():
-            enc.weight.copy_(torch.cat([w.T, torch.zeros_like(w.T)]))
-            enc.bias.copy_(torch.cat([-(w.T @ b), torch.full((d,), raw, dtype=dtype)]))
-            dec.weight.copy_(w)
-            dec.bias.copy_(b)
-        mods[name] = pimvae.Modality(enc, dec, likelihoods.Normal(scale=truth.sigma))
-    return pimvae.MultimodalVAE(mods, agg, priors.StandardNormal(d)).to(dtype)
+    """The true linear Gaussian model with encoders whose PoE is the exact posterior for every subset (dense data:
+    orthonormal ``W_s``)."""
+    return evaluation.exact_experts_model(truth, "poe", dtype)

@@ -141,3 +141,36 @@ def test_gaps_are_relative_differences_and_masked_bound_is_tight(lg):
     assert gaps["bound_gap"] == pytest.approx(gaps["llh_gap"], abs=1e-10)
     mix = evaluation.linear_gaussian_gaps(model, ds, objectives.MixtureBound(), num_draws=20)
     assert mix["bound_gap"] > gaps["bound_gap"] + 0.01
+
+
+def test_exact_moe_experts_are_the_uni_modal_posteriors(lg):
+    model = evaluation.exact_experts_model(lg.truth, "moe")
+    batch = pimvae.Batch(lg.data)
+    for name in lg.truth.names:
+        q = model.encode(batch, [name])
+        p = lg.truth.posterior(lg.data, [name])
+        torch.testing.assert_close(q.mean, p.mean)
+        torch.testing.assert_close(q.variance, p.variance)
+        # the masked bound's L_S for S = {s} is then log p(x_s), with no variance
+        out = objectives.MaskedBound(subsets=objectives.Fixed([name]))(model, batch)
+        torch.testing.assert_close(out.terms["L_S"], lg.truth.log_likelihood(lg.data, [name]), rtol=0, atol=1e-8)
+    # with all modalities q(z|x) is the uniform mixture of the experts: its mean is their average, not p(z|x)'s
+    q = model.encode(batch)
+    mean = sum(lg.truth.posterior(lg.data, [n]).mean for n in lg.truth.names) / len(lg.truth.names)
+    torch.testing.assert_close(q.mean, mean)
+
+
+def test_exact_experts_on_sparse_loadings_and_bad_input():
+    sparse = linear_gaussian(n=32, num_modalities=2, latent_dim=12, dim_range=(8, 10), sparse=True, seed=1,
+                             dtype=torch.float64)
+    model = evaluation.exact_experts_model(sparse.truth, "moe")  # uni-modal posteriors stay diagonal
+    q = model.encode(pimvae.Batch(sparse.data), ["x1"])
+    torch.testing.assert_close(q.variance, sparse.truth.posterior(sparse.data, ["x1"]).variance)
+    with pytest.raises(ValueError, match="'x0': W_sᵀW_s is singular"):
+        evaluation.exact_experts_model(sparse.truth, "poe")
+    skew = LinearGaussian({"a": torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.3, 0.2]], dtype=torch.float64)},
+                          {"a": torch.zeros(3, dtype=torch.float64)}, 1.0)
+    with pytest.raises(ValueError, match="'a': the expert's covariance is not diagonal"):
+        evaluation.exact_experts_model(skew, "moe")
+    with pytest.raises(ValueError, match="'poe' or 'moe'"):
+        evaluation.exact_experts_model(sparse.truth, "sum_pooling")

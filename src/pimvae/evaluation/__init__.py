@@ -10,6 +10,7 @@ estimate depends only on its data, its index and the seed, never on batch or chu
 from .linear_gaussian import (
     LinearGaussian,
     bound_gap,
+    exact_experts_model,
     exact_log_likelihood,
     linear_gaussian_gaps,
     llh_gap,
@@ -52,6 +53,7 @@ __all__ = [
     "llh_gap",
     "bound_gap",
     "linear_gaussian_gaps",
+    "exact_experts_model",
     "write_report",
     "default_subsets",
     "figures",

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
 __all__ = ["LinearGaussian", "ppca_fit", "exact_log_likelihood", "posterior_kl", "llh_gap", "bound_gap",
-           "linear_gaussian_gaps"]
+           "linear_gaussian_gaps", "exact_experts_model"]
 
 
 @dataclass
@@ -205,6 +205,60 @@ def _stacked_data(data, names=None) -> tuple[list[str], list[int], Tensor]:
         raise ValueError("the PPCA fit needs fully observed data; this data set has missing modalities")
     xs = [data[n].reshape(data[n].shape[0], -1).double() for n in names]
     return names, [x.shape[1] for x in xs], torch.cat(xs, -1)
+
+
+def exact_experts_model(truth: LinearGaussian, aggregator: str = "poe", dtype: torch.dtype = torch.float64):
+    """A :class:`pimvae.MultimodalVAE` with ``truth``'s decoders and experts set in closed form, no training.
+
+    ``"poe"``: expert s is the likelihood factor ``N((W_sᵀW_s)⁻¹W_sᵀ(x_s − b_s), σ_s²(W_sᵀW_s)⁻¹)``, so its product
+    with the prior is the exact posterior ``p(z | x_S)`` of every subset: the masked bound then equals
+    ``log p(x)`` with no variance. ``"moe"``: expert s is the uni-modal posterior ``p(z | x_s)``; the mixture of
+    the experts in S is what an MoE encoder that knows nothing beyond each modality can at best be (a reference
+    for a trained one, whose experts can also memorise training points).
+
+    The experts are diagonal Gaussians, so each covariance must be diagonal (orthogonal columns of ``W_s``, as in
+    the dense and sparse data of SPEC §7.1); PoE also needs ``W_sᵀW_s`` invertible (``D_s ≥ D``, every latent
+    dimension read by every modality). Raises ``ValueError`` otherwise.
+    """
+    from ..aggregators import MoE, PoE
+    from ..likelihoods import Normal
+    from ..modality import Modality
+    from ..model import MultimodalVAE
+    from ..nn import softplus_inverse
+    from ..priors import StandardNormal
+
+    if aggregator not in ("poe", "moe"):
+        raise ValueError(f"aggregator must be 'poe' or 'moe', got {aggregator!r}")
+    d = truth.latent_dim
+    agg = (PoE if aggregator == "poe" else MoE)(2 * d, d, projection=False)
+    eye = torch.eye(d, dtype=torch.float64)
+    mods = {}
+    for name in truth.names:
+        w, b = truth.W[name].double().cpu(), truth.b[name].double().cpu()
+        var = truth.scale(name) ** 2
+        gram = w.T @ w / var
+        if aggregator == "moe":
+            cov = torch.linalg.inv(eye + gram)
+        elif torch.linalg.matrix_rank(gram) < d:
+            raise ValueError(f"modality {name!r}: W_sᵀW_s is singular (a latent dimension it does not read), so its "
+                             "likelihood factor is no Gaussian expert; use aggregator='moe'")
+        else:
+            cov = torch.linalg.inv(gram)
+        var_diag = torch.diagonal(cov)
+        if not torch.allclose(cov, torch.diag(var_diag), atol=1e-6 * float(var_diag.max())):
+            raise ValueError(f"modality {name!r}: the expert's covariance is not diagonal (W_s needs orthogonal "
+                             "columns)")
+        gain = cov @ w.T / var  # (D, D_s)
+        raw = torch.tensor([softplus_inverse(float(s) - agg.min_scale) for s in var_diag.sqrt()], dtype=torch.float64)
+        enc = nn.Linear(w.shape[0], 2 * d, dtype=dtype)
+        dec = nn.Linear(d, w.shape[0], dtype=dtype)
+        with torch.no_grad():
+            enc.weight.copy_(torch.cat([gain, torch.zeros_like(gain)]))
+            enc.bias.copy_(torch.cat([-(gain @ b), raw]))
+            dec.weight.copy_(w)
+            dec.bias.copy_(b)
+        mods[name] = Modality(enc, dec, Normal(scale=truth.scale(name)), shape=(w.shape[0],))
+    return MultimodalVAE(mods, agg, StandardNormal(d)).to(dtype)
 
 
 def ppca_fit(data, latent_dim: int, names: Sequence[str] | None = None) -> LinearGaussian:
