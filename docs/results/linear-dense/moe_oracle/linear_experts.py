@@ -28,7 +28,6 @@ from pimvae.priors import StandardNormal
 
 
 class LinearExperts(LinearDense):
-    name = "linear-dense"
     title = "Linear Gaussian model, dense decoders (paper Table 1), PoE / MoE with linear experts"
 
     def model(self, row: Row, data, quick: bool) -> MultimodalVAE:
