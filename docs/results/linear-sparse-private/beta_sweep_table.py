@@ -17,12 +17,18 @@ NAMES = {"poe": "PoE", "sum_pooling": "SumPooling", "self_attention": "SelfAtten
 
 
 def summary(record: dict) -> dict[str, float]:
-    full = [r for r in record["rates"] if r["size"] == max(x["size"] for x in record["rates"])]
+    full = max(record["rates"], key=lambda r: r["size"])
     single = [r for r in record["rates"] if r["size"] == 1]
-    return {"D_M": full[0]["D_S"], "R_M": full[0]["R_S"],
+    return {"D_M": full["D_S"], "R_M": full["R_S"],
             "Dc": float(np.mean([r["Dc_not_S"] for r in single])),
             "R_not_S": float(np.mean([r["R_not_S"] for r in single])),
             "llh_gap": record["llh_gap"], "mcc": record["mcc_sample"]}
+
+
+def mean_std(values, fmt: str, sign: str = "") -> str:
+    """``mean (std)`` over seeds; the std only with more than one seed."""
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():{sign}{fmt}}" + (f" ({v.std(ddof=1):{fmt}})" if len(v) > 1 else "")
 
 
 def main(folder: Path) -> None:
@@ -40,11 +46,9 @@ def main(folder: Path) -> None:
                 runs = cells.get((agg, beta, bound), {})
                 if not runs:
                     continue
-                cols = []
-                for m, fmt in [("D_M", ".1f"), ("R_M", ".1f"), ("Dc", ".1f"), ("R_not_S", ".1f"),
-                               ("llh_gap", ".3f"), ("mcc", ".2f")]:
-                    v = np.array([x[m] for x in runs.values()])
-                    cols.append(f"{v.mean():{fmt}}" + (f" ({v.std(ddof=1):{fmt}})" if len(v) > 1 else ""))
+                cols = [mean_std([x[m] for x in runs.values()], fmt)
+                        for m, fmt in [("D_M", ".1f"), ("R_M", ".1f"), ("Dc", ".1f"), ("R_not_S", ".1f"),
+                                       ("llh_gap", ".3f"), ("mcc", ".2f")]]
                 print(f"| {beta:g} | {'ours' if bound == 'masked' else 'mixture'} | " + " | ".join(cols)
                       + f" | {len(runs)} |")
         print()
@@ -59,10 +63,9 @@ def main(folder: Path) -> None:
         other = cells.get((agg, beta, "mixture"), {})
         both = sorted(runs.keys() & other.keys())
         if both:
-            diffs = [np.array([runs[s][m] - other[s][m] for s in both]) for m in ("D_M", "R_M", "Dc", "R_not_S")]
-            print(f"| {NAMES[agg]} | {beta:g} | " + " | ".join(
-                f"{d.mean():+.1f}" + (f" ({d.std(ddof=1):.1f})" if len(d) > 1 else "") for d in diffs)
-                + f" | {len(both)} |")
+            diffs = [mean_std([runs[s][m] - other[s][m] for s in both], ".1f", sign="+")
+                     for m in ("D_M", "R_M", "Dc", "R_not_S")]
+            print(f"| {NAMES[agg]} | {beta:g} | " + " | ".join(diffs) + f" | {len(both)} |")
         for seed in both:
             ours, mix = runs[seed], other[seed]
             for pattern, holds in [("ours lower D_M (better full reconstruction)", ours["D_M"] < mix["D_M"]),
