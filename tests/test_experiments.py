@@ -323,3 +323,83 @@ def test_rate_records_label_beta_only_when_the_records_hold_several():
     recs = rate_records(two)
     assert [r["β"] for r in recs] == ["β = 1", "β = 1", "β = 0.1", "β = 0.1"]
     assert [r["R_S"] for r in recs] == [1.0, 2.0, 1.0, 2.0]
+
+
+def test_run_artifacts_are_kept_so_resumed_merged_and_redrawn_figures_show_every_run(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from pimvae import cli
+
+    exp = experiments.get("bimodal-label")
+    seen = []
+    real = type(exp).figures
+    monkeypatch.setattr(exp, "figures", lambda recs, arts, out: seen.append(arts) or real(exp, recs, arts, out))
+    kw = dict(quick=True, bounds=["masked"], epochs=2, verbose=False)
+    experiments.run("bimodal-label", out=tmp_path / "a", aggregators=["PoE"], **kw)
+    both = experiments.run("bimodal-label", out=tmp_path / "a", aggregators=["PoE", "SumPoolingMixture"], resume=True,
+                           **kw)
+    # the resumed grid's figures get the kept run's artifacts, read back from its file, and the new run's
+    assert [(a["aggregator"], a["seed"], a["beta"]) for a in seen[1]] == [("poe", 0, 1.0), ("sum_pooling_mixture", 0, 1.0)]
+    assert torch.equal(seen[1][0]["z_mean"], seen[0][0]["z_mean"]) and seen[1][0]["z_mean"].shape == (400, 2)
+    assert seen[1][0]["metric_keys"] == seen[0][0]["metric_keys"]
+    assert sorted(p.name for p in (tmp_path / "a" / "artifacts").iterdir()) == [
+        "poe-standard_normal-masked-beta1-eta0-seed0.safetensors",
+        "sum_pooling_mixture-gaussian_mixture-masked-beta1-eta0-seed0.safetensors"]
+
+    # redraw from the folder alone: the table and the latent scatter come back with both runs, nothing is trained
+    for name in ("table.md", "latents_0.png"):
+        (tmp_path / "a" / name).unlink()
+    code = cli.main(["reproduce", "bimodal-label", "--out", str(tmp_path / "a"), "--figures-only"])
+    assert code == 0 and "redrawn from 2 record(s)" in capsys.readouterr().out
+    assert (tmp_path / "a" / "table.md").is_file() and (tmp_path / "a" / "latents_0.png").is_file()
+    assert [torch.equal(x["z_mean"], y["z_mean"]) for x, y in zip(seen[2], seen[1])] == [True, True]
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "bimodal-label", "--out", str(tmp_path / "a"), "--figures-only", "--epochs", "3"])
+    assert "--figures-only trains nothing" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no results.json"):
+        experiments.redraw("bimodal-label", tmp_path / "empty")
+
+    # docs/results/merge.py carries a replaced record's artifacts with it
+    spec = importlib.util.spec_from_file_location("merge", Path(__file__).parents[1] / "docs/results/merge.py")
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    again = experiments.run("bimodal-label", out=tmp_path / "b", aggregators=["PoE"], **{**kw, "epochs": 3})
+    merged = merge.merge(tmp_path / "a", [tmp_path / "b"])
+    assert [r["epochs"] for r in merged] == [3, 2] and merged[0]["llh"] == again[0]["llh"]
+    assert [x["aggregator"] for x in seen[-1]] == ["poe", "sum_pooling_mixture"]
+    assert torch.equal(seen[-1][0]["z_mean"], seen[3][0]["z_mean"])  # run b's posterior means, not run a's
+    assert not torch.equal(seen[-1][0]["z_mean"], seen[1][0]["z_mean"])
+
+    # a corrupt artifacts file is named, and its run left out of the figures
+    (tmp_path / "a" / "artifacts" / "poe-standard_normal-masked-beta1-eta0-seed0.safetensors").write_bytes(b"junk")
+    with pytest.warns(UserWarning, match="poe-standard_normal.*unreadable.*left out of the figures"):
+        experiments.redraw("bimodal-label", tmp_path / "a")
+    assert [x["aggregator"] for x in seen[-1]] == ["sum_pooling_mixture"]
+    assert json.loads((tmp_path / "a" / "results.json").read_text()) == json.loads(json.dumps(merged))  # untouched
+    assert both[1] == merged[1]
+
+
+def test_artifacts_files_round_trip_and_reject_what_is_not_theirs(tmp_path):
+    from safetensors.torch import save_file
+
+    from pimvae.experiments.base import load_artifacts, save_artifacts
+
+    art = {"aggregator": "poe", "beta": 0.1, "seed": 3, "metric_keys": ["llh", "mcc"],
+           "z_mean": torch.randn(5, 2, dtype=torch.float64), "label": torch.arange(5), "x": torch.randn(5, 2).numpy()}
+    path = save_artifacts(art, tmp_path / "sub" / "run.safetensors")
+    back = load_artifacts(path)
+    assert {k: back[k] for k in ("aggregator", "beta", "seed", "metric_keys")} == {
+        "aggregator": "poe", "beta": 0.1, "seed": 3, "metric_keys": ["llh", "mcc"]}
+    assert torch.equal(back["z_mean"], art["z_mean"]) and back["z_mean"].dtype == torch.float64
+    assert torch.equal(back["label"], art["label"]) and torch.equal(back["x"], torch.from_numpy(art["x"]))
+    assert not [p for p in path.parent.iterdir() if p.name != "run.safetensors"]  # no temporary file left behind
+    assert save_artifacts({"aggregator": "poe"}, tmp_path / "none.safetensors") is None
+    assert not (tmp_path / "none.safetensors").exists()
+    with pytest.raises(ValueError, match="missing.safetensors does not exist"):
+        load_artifacts(tmp_path / "missing.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="foreign.safetensors is not a pimvae artifacts file"):
+        load_artifacts(tmp_path / "foreign.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="cut.safetensors is unreadable"):
+        load_artifacts(tmp_path / "cut.safetensors")

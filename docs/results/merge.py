@@ -1,6 +1,7 @@
 """Merge the ``results.json`` of grids run in pieces (e.g. one seed per job, two jobs at a time) into one folder,
-then rewrite its ``table.md`` and the figures drawn from records (rates and distortions, posterior KL); latent
-scatters need the runs' artifacts and are left as they are. Nothing is retrained or re-evaluated.
+then rewrite its ``table.md`` and its figures. The runs' saved artifacts (``artifacts/``, what latent scatters are
+drawn from) are copied into the destination with their records; a latent scatter is redrawn only when the merged
+folder holds artifacts, otherwise it is left as it is. Nothing is retrained or re-evaluated.
 
     python docs/results/merge.py docs/results/linear-sparse runs/res/ls_s3 runs/res/ls_s4
 
@@ -9,20 +10,24 @@ Records are sorted by seed, then by the experiment's row order, then bound and Î
 """
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from pimvae import experiments
-from pimvae.experiments.base import Budget, _run_key, format_table, write_results
+from pimvae.experiments.base import _run_key, artifact_path, redraw, write_results
 
 
 def merge(dest: Path, sources: list[Path]) -> list[dict]:
     merged: dict[tuple, dict] = {}
+    origin: dict[tuple, Path] = {}  # where each kept record came from
     for folder in [dest, *sources]:
         path = folder / "results.json"
         if path.is_file():
             for r in json.loads(path.read_text()):
                 merged[_run_key(r)] = r
+                origin[_run_key(r)] = folder
     if not merged:
         raise SystemExit(f"no results.json in {dest} or {', '.join(map(str, sources))}")
     records = list(merged.values())
@@ -35,12 +40,18 @@ def merge(dest: Path, sources: list[Path]) -> list[dict]:
     records.sort(key=lambda r: (r["seed"], order.get((r["aggregator"], r["prior"]), len(order)),
                                 bounds.get(r["bound"], len(bounds)), r["beta"]))
     dest.mkdir(parents=True, exist_ok=True)
+    for r in records:  # a replaced record's artifacts go with it: copy the source's, or drop the stale ones
+        source, target = artifact_path(origin[_run_key(r)], r), artifact_path(dest, r)
+        if origin[_run_key(r)] != dest:
+            if source.is_file():  # copied beside, then renamed over: never rewritten in place
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp")
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+            elif target.is_file():
+                target.unlink()
     write_results(records, dest)
-    # records written before a Budget field existed lack it: compare with the defaults filled in
-    budgets = {Budget(**r["budget"]) for r in records}
-    budget = budgets.pop() if len(budgets) == 1 else None
-    (dest / "table.md").write_text(format_table(exp, records, budget))
-    exp.figures(records, [], dest)
+    redraw(exp, dest)
     return records
 
 
@@ -48,4 +59,5 @@ if __name__ == "__main__":
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     recs = merge(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])
-    print(f"{sys.argv[1]}: {len(recs)} records, seeds {sorted({r['seed'] for r in recs})}")
+    with_art = sum(artifact_path(sys.argv[1], r).is_file() for r in recs)
+    print(f"{sys.argv[1]}: {len(recs)} records, seeds {sorted({r['seed'] for r in recs})}, {with_art} with artifacts")

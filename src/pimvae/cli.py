@@ -4,7 +4,7 @@
     pimvae evaluate RUN_DIR [--out DIR] [--split test] [--particles 512]
     pimvae sample RUN_DIR [--n 16] [--given a,b] [--out FILE]
     pimvae reproduce EXPERIMENT [--quick] [--out DIR] [--seeds 0 1] [--epochs N] [--jobs N] [--aggregators A ...]
-                     [--bounds B ...] [--missing-rate ETA] [key=value ...]
+                     [--bounds B ...] [--missing-rate ETA] [--figures-only] [key=value ...]
     pimvae config [CONFIG] [key.path=value ...]        # print the resolved config
 
 CONFIG is a YAML file or the name of an embedded config (``quickstart``, the default). Heavy imports (Lightning)
@@ -218,6 +218,12 @@ def cmd_reproduce(args: argparse.Namespace, extra: list[str]) -> int:
         if value is not None:
             options[key] = value
     out = args.out or f"runs/reproduce/{args.experiment}{'-quick' if args.quick else ''}"
+    if args.figures_only:
+        if options:
+            raise CLIError(f"--figures-only trains nothing; drop the training options {sorted(options)}")
+        records = experiments.redraw(args.experiment, out)
+        print(f"{args.experiment}: table and figures redrawn from {len(records)} record(s) in {out}")
+        return 0
     records = experiments.run(args.experiment, quick=args.quick, out=out, **options)
     print(f"{args.experiment}: {len(records)} run(s) → {out}")
     table = Path(out) / "table.md"
@@ -297,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-rate", type=float, help="missing-completely-at-random rate η (five-modal; 0.5 in Table 2)")
     p.add_argument("--jobs", type=int, help="runs trained at a time, each in its own process (default 1); "
                                             "with threads=N each uses N torch threads")
+    p.add_argument("--figures-only", action="store_true",
+                   help="train nothing: redraw table.md and the figures in --out from its results.json and artifacts/")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("config", help="print a resolved config",

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .base import Budget, Column, Experiment, Row, RunData, run_grid
+from .base import redraw as _redraw
 
-__all__ = ["run", "get", "EXPERIMENTS", "Experiment", "Budget", "Row", "Column", "RunData"]
+__all__ = ["run", "redraw", "get", "EXPERIMENTS", "Experiment", "Budget", "Row", "Column", "RunData"]
 
 
 def _registry() -> dict[str, Experiment]:
@@ -63,3 +64,9 @@ def run(name: str, *, seeds: Sequence[int] = (0,), epochs: int | None = None, ag
     """
     return run_grid(get(name), seeds=seeds, epochs=epochs, aggregators=aggregators, bounds=bounds, quick=quick,
                     out=out, missing_rate=missing_rate, **kw)
+
+
+def redraw(name: str, out: str | Path) -> list[dict]:
+    """Rewrite ``table.md`` and the figures of experiment ``name`` in ``out`` from its ``results.json`` and the runs'
+    saved ``artifacts/`` (latent scatters need those; runs without them are left out); nothing is trained."""
+    return _redraw(get(name), out)

@@ -7,7 +7,9 @@ grid runner :func:`run_grid` trains every (row, bound, β, seed) combination and
 * ``results.json`` — a list with one record per run: ``aggregator``, ``prior``, ``bound``, ``beta``, ``seed``,
   the experiment's metrics, ``epochs``, ``steps``, ``wall_s`` and the training settings;
 * ``table.md`` — the paper's table layout, mean (std) over seeds, with the paper's published numbers beside;
-* the experiment's figures (``*.png``).
+* the experiment's figures (``*.png``);
+* ``artifacts/`` — what the figures are drawn from (posterior means, true latents, labels), one safetensors file
+  per run, so a resumed or merged grid redraws its figures from every run (:func:`redraw`) without retraining.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import platform
 import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +37,8 @@ from ..model import MultimodalVAE
 from ._loop import Budget, train
 
 __all__ = ["Experiment", "Row", "Column", "RunData", "Budget", "aggregator_name", "bound_name", "run_grid", "lecun_init", "leaky_decoder", "mcc_first_canonical",
-           "DISPLAY", "make_aggregator", "format_table"]
+           "DISPLAY", "make_aggregator", "format_table", "save_artifacts", "load_artifacts", "artifact_path",
+           "redraw"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Names: canonical snake_case keys, the paper's display names, and forgiving parsing at the edge.
@@ -216,8 +220,8 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     and record ``steps_to_target`` / ``wall_to_target`` (training time only) when it first drops to ``target``.
     ``attention_zero_init``: start SelfAttention's blocks as the identity (the default, ``True``) or with random
     residual branches (``False``, the default before session 9; see :class:`pimvae.aggregators.SelfAttention`).
-    ``resume``: keep the records already in ``out/results.json`` and run only the missing ones (figures then show
-    only the runs of this call). ``threads``: torch CPU threads during the grid (per job).
+    ``resume``: keep the records already in ``out/results.json`` and run only the missing ones; the figures show
+    every run whose artifacts are in ``out/artifacts/``. ``threads``: torch CPU threads during the grid (per job).
 
     ``jobs``: train that many runs at a time, each in its own worker process (``spawn``) with ``threads`` torch
     threads (default: the CPU count divided by ``jobs``). Every run is seeded on its own (data by its seed, the
@@ -256,6 +260,7 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
                   + f" ({rec['steps']} steps, {rec['wall_s']:.1f}s)", flush=True)
         if out is not None:  # keep what is done so far if a long grid is interrupted
             write_results(records[:kept] + [finished[j][0] for j in sorted(finished)], out)
+            save_artifacts(art, artifact_path(out, rec))
 
     args = (budget, quick, target, track_every, missing_rate, attention_zero_init)
     if jobs == 1 or len(cells) <= 1:
@@ -289,11 +294,92 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
         if error is not None:
             raise error
     records = records[:kept] + [finished[i][0] for i in sorted(finished)]
-    artifacts = [finished[i][1] for i in sorted(finished)]
+    artifacts = _saved_artifacts(records[:kept], out) + [finished[i][1] for i in sorted(finished)]
     if out is not None:
         write_results(records, out)
         (out / "table.md").write_text(format_table(exp, records, budget))
         exp.figures(records, artifacts, out)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Artifacts: what the figures are drawn from, kept per run beside results.json
+# ---------------------------------------------------------------------------------------------------------------
+ARTIFACTS_FORMAT = "pimvae-artifacts"
+
+
+def artifact_path(out: str | Path, record: Mapping) -> Path:
+    """``out/artifacts/<aggregator>-<prior>-<bound>-beta<β>-eta<η>-seed<seed>.safetensors`` for ``record``."""
+    agg, prior, bound, beta, seed, eta = _run_key(record)
+    return Path(out) / "artifacts" / f"{agg}-{prior}-{bound}-beta{beta:g}-eta{eta:g}-seed{seed}.safetensors"
+
+
+def save_artifacts(artifacts: Mapping, path: str | Path) -> Path | None:
+    """Write a run's artifacts atomically: tensors and arrays as safetensors, the rest (names, β, seed, …) as
+    JSON in the file's metadata. Nothing is written (``None``) when there is no tensor to keep."""
+    from safetensors.torch import save_file
+
+    from ..io import _atomic_write
+
+    tensors = {k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in artifacts.items()
+               if isinstance(v, (torch.Tensor, np.ndarray))}
+    if not tensors:
+        return None
+    fields = {k: v for k, v in artifacts.items() if k not in tensors}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": ARTIFACTS_FORMAT, "fields": json.dumps(_jsonable(fields))}
+    _atomic_write(path, lambda p: save_file(tensors, p, metadata=meta))
+    return path
+
+
+def load_artifacts(path: str | Path) -> dict:
+    """A run's artifacts as written by :func:`save_artifacts` (no unpickling); ``ValueError`` naming the file if it
+    is missing, unreadable or not pimvae's."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"artifacts file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # owned, not a view of the mapped file
+        fields = json.loads(meta.get("fields", "null"))
+    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+        raise ValueError(f"artifacts file {path} is unreadable ({type(err).__name__}: {err})") from None
+    if meta.get("format") != ARTIFACTS_FORMAT or not isinstance(fields, dict):
+        raise ValueError(f"artifacts file {path} is not a pimvae artifacts file")
+    return {**fields, **tensors}
+
+
+def _saved_artifacts(records: Sequence[Mapping], out: Path | None) -> list[dict]:
+    """The saved artifacts of ``records``, in their order; missing files are skipped, unreadable ones warned of."""
+    found = []
+    for r in records if out is not None else ():
+        path = artifact_path(out, r)
+        if not path.is_file():
+            continue
+        try:
+            found.append(load_artifacts(path))
+        except ValueError as err:
+            warnings.warn(f"{err}; its run is left out of the figures", stacklevel=3)
+    return found
+
+
+def redraw(exp: Experiment, out: str | Path) -> list[dict]:
+    """Rewrite ``table.md`` and the figures in ``out`` from its ``results.json`` and ``artifacts/``; train nothing.
+    Returns the records."""
+    out = Path(out)
+    path = out / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{out} has no results.json to redraw from")
+    records = [r for r in json.loads(path.read_text()) if r.get("experiment", exp.name) == exp.name]
+    if not records:
+        raise ValueError(f"{path} holds no {exp.name} records")
+    budgets = {Budget(**r["budget"]) for r in records if "budget" in r}
+    (out / "table.md").write_text(format_table(exp, records, budgets.pop() if len(budgets) == 1 else None))
+    exp.figures(records, _saved_artifacts(records, out), out)
     return records
 
 

@@ -116,7 +116,7 @@ class BimodalLabel(Experiment):
             return []
         first = artifacts[0]
         seed = first["seed"]
-        panels = {"(a) observed x": first["x"], "(b) true z": first["z_true"]}
+        panels = {f"(a) observed x, seed {seed}": first["x"], "(b) true z": first["z_true"]}
         for a in artifacts:
             if a["seed"] == seed and a["beta"] == 1.0:
                 prior = "" if a["prior"] == "standard_normal" else ", mixture prior"

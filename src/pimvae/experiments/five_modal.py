@@ -150,7 +150,7 @@ class FiveModal(Experiment):
         if not artifacts:
             return []
         first = artifacts[0]
-        panels = {"true z": first["z_true"]}
+        panels = {f"true z, seed {first['seed']}": first["z_true"]}
         for a in artifacts:
             if a["seed"] == first["seed"]:
                 prior = "" if a["prior"] == "standard_normal" else ", mixture prior"
