@@ -6,8 +6,9 @@
 ``run`` trains the grid of aggregators × bounds (× priors, β) × seeds and writes ``table.md`` (the paper's table,
 mean (std) over seeds, the published numbers beside ours), ``results.json`` (one record per run), figures and
 ``artifacts/`` (what the figures are drawn from, one safetensors file per run) into ``out``; ``redraw`` redraws a
-folder's table and figures from those without training. Every experiment has a ``quick`` size that runs end to end in seconds; the default sizes are the
-paper's, with the training budgets stated in each module (and in ``docs/results/``).
+folder's table and figures from those without training. Every experiment has a ``quick`` size that runs end to end
+in seconds; the default sizes are the paper's, with the training budgets stated in each module (and in
+``docs/results/``).
 """
 
 from __future__ import annotations

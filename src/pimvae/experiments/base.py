@@ -355,8 +355,10 @@ def load_artifacts(path: str | Path) -> dict:
 
 def _saved_artifacts(records: Sequence[Mapping], out: Path | None) -> list[dict]:
     """The saved artifacts of ``records``, in their order; missing files are skipped, unreadable ones warned of."""
+    if out is None:
+        return []
     found = []
-    for r in records if out is not None else ():
+    for r in records:
         path = artifact_path(out, r)
         if not path.is_file():
             continue
