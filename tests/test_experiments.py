@@ -1,5 +1,6 @@
 """The paper's experiments end to end at their quick sizes: files, records and numbers."""
 
+import importlib.util
 import json
 import math
 import os
@@ -326,8 +327,6 @@ def test_rate_records_label_beta_only_when_the_records_hold_several():
 
 
 def test_run_artifacts_are_kept_so_resumed_merged_and_redrawn_figures_show_every_run(tmp_path, monkeypatch, capsys):
-    import importlib.util
-
     from pimvae import cli
 
     exp = experiments.get("bimodal-label")
@@ -360,9 +359,7 @@ def test_run_artifacts_are_kept_so_resumed_merged_and_redrawn_figures_show_every
         experiments.redraw("bimodal-label", tmp_path / "empty")
 
     # docs/results/merge.py carries a replaced record's artifacts with it
-    spec = importlib.util.spec_from_file_location("merge", Path(__file__).parents[1] / "docs/results/merge.py")
-    merge = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(merge)
+    merge = _docs_results_script("merge")
     again = experiments.run("bimodal-label", out=tmp_path / "b", aggregators=["PoE"], **{**kw, "epochs": 3})
     merged = merge.merge(tmp_path / "a", [tmp_path / "b"])
     assert [r["epochs"] for r in merged] == [3, 2] and merged[0]["llh"] == again[0]["llh"]
@@ -403,3 +400,40 @@ def test_artifacts_files_round_trip_and_reject_what_is_not_theirs(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:40])
     with pytest.raises(ValueError, match="cut.safetensors is unreadable"):
         load_artifacts(tmp_path / "cut.safetensors")
+
+
+def _docs_results_script(name):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / f"docs/results/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_results_pairs_and_trend_count_what_the_readmes_quote(tmp_path, capsys):
+    # the counts quoted in docs/results come from these scripts: check them on records with known answers
+    pairs, trend = _docs_results_script("pairs"), _docs_results_script("trend")
+    rec = lambda agg, bound, seed, llh, steps=4000, **kw: dict(aggregator=agg, prior="standard_normal", bound=bound,
+                                                               seed=seed, llh=llh, steps=steps, **kw)  # noqa: E731
+    before = [rec("poe", "masked", 0, -60.0), rec("poe", "mixture", 0, -61.0),
+              rec("moe", "masked", 0, -62.0), rec("moe", "mixture", 0, -61.5), rec("poe", "masked", 1, -59.0)]
+    rows = pairs.pairs(before, "llh")
+    assert [(p["row"], p["seed"], p["delta"], p["ours_ahead"]) for p in rows] == [
+        ("poe / standard_normal / β=1", 0, 1.0, True), ("moe / standard_normal / β=1", 0, -0.5, False)]
+    gaps = pairs.pairs([rec("poe", "masked", 0, 0, llh_gap=0.01), rec("poe", "mixture", 0, 0, llh_gap=0.02)], "llh_gap")
+    assert gaps[0]["ours_ahead"]  # a gap counts lower as better
+
+    after = [dict(r, llh=r["llh"] + 0.5 + 0.25 * (r["bound"] == "mixture"), steps=12000) for r in before[:4]]
+    assert trend.changes(before, after, "llh") == [(trend.run_key(a), b["llh"], a["llh"]) for a, b in zip(after, before)]
+    assert trend.changes(before, after + [rec("sum_pooling", "masked", 0, -1.0)], "llh")[-1][0][0] == "moe"  # no match
+    for name, recs in (("a", before), ("b", after)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(recs))
+    trend.main([str(tmp_path / "a"), str(tmp_path / "b"), "--metrics", "llh"])
+    out = capsys.readouterr().out
+    assert "(steps [4000]) →" in out and "| poe | standard_normal | masked | 1 | 0 | 0 | -60 → -59.5 |" in out
+    assert "masked llh: change mean +0.500, min +0.500, max +0.500 (2 runs)" in out
+    assert "mixture llh: change mean +0.750" in out
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text(json.dumps([rec("sum_pooling", "masked", 5, -1.0)]))
+    with pytest.raises(SystemExit, match="no run of the second folder is in the first"):
+        trend.main([str(tmp_path / "a"), str(tmp_path / "c")])
