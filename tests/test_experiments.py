@@ -413,7 +413,7 @@ def test_docs_results_pairs_and_trend_count_what_the_readmes_quote(tmp_path, cap
     # the counts quoted in docs/results come from these scripts: check them on records with known answers
     pairs, trend = _docs_results_script("pairs"), _docs_results_script("trend")
     rec = lambda agg, bound, seed, llh, steps=4000, **kw: dict(aggregator=agg, prior="standard_normal", bound=bound,
-                                                               seed=seed, llh=llh, steps=steps, **kw)  # noqa: E731
+                                                               beta=1.0, seed=seed, llh=llh, steps=steps, **kw)  # noqa: E731
     before = [rec("poe", "masked", 0, -60.0), rec("poe", "mixture", 0, -61.0),
               rec("moe", "masked", 0, -62.0), rec("moe", "mixture", 0, -61.5), rec("poe", "masked", 1, -59.0)]
     rows = pairs.pairs(before, "llh")

@@ -1,5 +1,5 @@
-"""The same runs at two budgets: for each run of the second folder (aggregator, prior, bound, β, missing rate,
-seed) that the first folder also has, print each metric's value in both and the change, then the mean change per
+"""The same runs at two budgets: for each run of the second folder (aggregator, prior, bound, β, seed, missing
+rate) that the first folder also has, print each metric's value in both and the change, then the mean change per
 bound. Nothing is retrained; it reads the two ``results.json``.
 
     python docs/results/trend.py docs/results/five-modal/eta-0.5/seed0_rerun docs/results/five-modal/eta-0.5/steps_12k
@@ -11,9 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
-
-def run_key(r: dict) -> tuple:
-    return (r["aggregator"], r.get("prior", ""), r["bound"], r.get("beta", 1.0), r.get("missing_rate", 0.0), r["seed"])
+from pimvae.experiments.base import _run_key as run_key  # the key merge.py replaces records by
 
 
 def changes(before: list[dict], after: list[dict], metric: str) -> list[tuple[tuple, float, float]]:
@@ -36,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     keys = [run_key(r) for r in after if any(run_key(r) in table[m] for m in args.metrics)]
     if not keys:
         raise SystemExit("no run of the second folder is in the first")
-    print("| aggregator | prior | bound | β | η | seed | " + " | ".join(args.metrics) + " |")
+    print("| aggregator | prior | bound | β | seed | η | " + " | ".join(args.metrics) + " |")
     print("|---|---|---|---:|---:|---:|" + "---|" * len(args.metrics))
     for k in keys:
         cells = [f"{table[m][k][0]:.4g} → {table[m][k][1]:.4g}" if k in table[m] else "—" for m in args.metrics]
