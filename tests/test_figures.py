@@ -43,6 +43,16 @@ def test_latent_scatter_draws_one_colour_per_label(tmp_path):
     assert not has_colour(cols, TAB10[3])  # and no fourth
 
 
+def test_panel_titles_are_wrapped_at_spaces_not_clipped():
+    long = "Our bound, SelfAttentionMixture, mixture prior"
+    lines = figures.panel_title(long).split("\n")
+    assert lines == ["Our bound, SelfAttentionMixture,", "mixture prior"]
+    assert all(len(line) <= figures.PANEL_TITLE_CHARS for line in lines)
+    assert figures.panel_title("true z, seed 0") == "true z, seed 0"  # short titles unchanged
+    word = "x" * 50  # a word longer than a line is kept whole
+    assert figures.panel_title(f"a {word} b") == f"a\n{word}\nb"
+
+
 def test_rate_distortion_bars_have_a_colour_per_aggregator_and_bound(tmp_path):
     records = []
     for agg, h in [("PoE", 1.0), ("SumPooling", 2.0)]:

@@ -11,6 +11,7 @@ Every function writes ``path`` (parent folders created) and returns it.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -68,6 +69,16 @@ def _project_2d(z: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
     return zc @ vt[:2].T, ("PC 1", "PC 2")
 
 
+PANEL_TITLE_CHARS = 34  # a 12-point title that fits over a 4-inch panel's axes
+
+
+def panel_title(name, width: int = PANEL_TITLE_CHARS) -> str:
+    """``name`` broken at spaces into lines of at most ``width`` characters (a longer word keeps its own line), so
+    that a long panel title (e.g. "Our bound, SelfAttentionMixture, mixture prior") is not clipped at the figure's
+    edge."""
+    return textwrap.fill(str(name), width=width, break_long_words=False, break_on_hyphens=False)
+
+
 def latent_scatter(z, path, labels=None, title: str | None = None, label_name: str = "label",
                    max_points: int = 5000) -> Path:
     """Scatter of latents ``z (N, D)`` — or several panels from a dict title → ``(N, D)`` — coloured by integer
@@ -94,7 +105,7 @@ def latent_scatter(z, path, labels=None, title: str | None = None, label_name: s
                 sel = lab[keep] == c
                 ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.7, color=cmap(int(c) % 10), label=f"{label_name} {c}")
             ax.legend(markerscale=3, fontsize="small", loc="best")
-        ax.set_title(name)
+        ax.set_title(panel_title(name))
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
     return _save(fig, path)
