@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -367,13 +368,51 @@ def test_run_artifacts_are_kept_so_resumed_merged_and_redrawn_figures_show_every
     assert torch.equal(seen[-1][0]["z_mean"], seen[3][0]["z_mean"])  # run b's posterior means, not run a's
     assert not torch.equal(seen[-1][0]["z_mean"], seen[1][0]["z_mean"])
 
-    # a corrupt artifacts file is named, and its run left out of the figures
+    # a corrupt artifacts file is named; a figure that cannot show all of the first seed's runs is left as it is
     (tmp_path / "a" / "artifacts" / "poe-standard_normal-masked-beta1-eta0-seed0.safetensors").write_bytes(b"junk")
-    with pytest.warns(UserWarning, match="poe-standard_normal.*unreadable.*left out of the figures"):
+    figure = (tmp_path / "a" / "latents_0.png").read_bytes()
+    with pytest.warns(UserWarning) as caught:
         experiments.redraw("bimodal-label", tmp_path / "a")
-    assert [x["aggregator"] for x in seen[-1]] == ["sum_pooling_mixture"]
+    assert [str(w.message) for w in caught if "unreadable" in str(w.message)] != []
+    assert any("1 run(s) of seed 0" in str(w.message) and "poe-standard_normal" in str(w.message)
+               and "left as they are" in str(w.message) for w in caught)
+    assert seen[-1] == [] and (tmp_path / "a" / "latents_0.png").read_bytes() == figure
     assert json.loads((tmp_path / "a" / "results.json").read_text()) == json.loads(json.dumps(merged))  # untouched
     assert both[1] == merged[1]
+
+
+def test_figures_are_drawn_from_the_first_seed_only_and_left_alone_without_its_artifacts(tmp_path, monkeypatch):
+    """A merged folder whose seed-0 artifacts were removed keeps its seed-0 figure when a later seed is merged in
+    (it used to be redrawn from the later seed); with the first seed's artifacts, the others are not drawn."""
+    exp = experiments.get("five-modal")
+    seen = []
+    real = type(exp).figures
+    monkeypatch.setattr(exp, "figures", lambda recs, arts, out: seen.append(arts) or real(exp, recs, arts, out))
+    kw = dict(quick=True, bounds=["masked"], epochs=1, verbose=False, aggregators=["PoE"], missing_rate=0.5)
+    experiments.run("five-modal", out=tmp_path / "s0", seeds=[0], **kw)
+    experiments.run("five-modal", out=tmp_path / "s1", seeds=[1], **kw)
+    assert [(a["seed"], a["missing_rate"]) for a in seen[0]] == [(0, 0.5)]
+    merge = _docs_results_script("merge")
+
+    # both seeds' artifacts: only seed 0's runs reach the figures
+    merge.merge(tmp_path / "both", [tmp_path / "s0", tmp_path / "s1"])
+    assert [(a["aggregator"], a["seed"]) for a in seen[-1]] == [("poe", 0)]
+    assert torch.equal(seen[-1][0]["z_mean"], seen[0][0]["z_mean"])
+
+    # seed 0's artifacts removed (as in docs/results), seed 1 merged in again: seed 0's figure is kept, with a warning
+    import shutil
+    shutil.rmtree(tmp_path / "both" / "artifacts")
+    figure = (tmp_path / "both" / "latents_0.png").read_bytes()
+    with pytest.warns(UserWarning, match=r"1 run\(s\) of seed 0 .*poe-standard_normal-masked-beta1-eta0.5-seed0"):
+        merge.merge(tmp_path / "both", [tmp_path / "s1"])
+    assert seen[-1] == [] and (tmp_path / "both" / "latents_0.png").read_bytes() == figure
+
+    # no artifacts at all: nothing drawn, nothing warned
+    shutil.rmtree(tmp_path / "both" / "artifacts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiments.redraw("five-modal", tmp_path / "both")
+    assert seen[-1] == [] and (tmp_path / "both" / "latents_0.png").read_bytes() == figure
 
 
 def test_artifacts_files_round_trip_and_reject_what_is_not_theirs(tmp_path):

@@ -1,7 +1,9 @@
 """Merge the ``results.json`` of grids run in pieces (e.g. one seed per job, two jobs at a time) into one folder,
 then rewrite its ``table.md`` and its figures. The runs' saved artifacts (``artifacts/``, what latent scatters are
-drawn from) are copied into the destination with their records; a latent scatter is redrawn only when the merged
-folder holds artifacts, otherwise it is left as it is. Nothing is retrained or re-evaluated.
+drawn from) are copied into the destination with their records. The latent scatters show the records' first seed
+only, and are redrawn only when every run of that seed has its artifacts in the merged folder; otherwise (its
+``artifacts/`` removed after an earlier merge, say) they are left as they are, with a warning naming the runs.
+Nothing is retrained or re-evaluated.
 
     python docs/results/merge.py docs/results/linear-sparse runs/res/ls_s3 runs/res/ls_s4
 

@@ -9,7 +9,8 @@ grid runner :func:`run_grid` trains every (row, bound, β, seed) combination and
 * ``table.md`` — the paper's table layout, mean (std) over seeds, with the paper's published numbers beside;
 * the experiment's figures (``*.png``);
 * ``artifacts/`` — what the figures are drawn from (posterior means, true latents, labels), one safetensors file
-  per run, so a resumed or merged grid redraws its figures from every run (:func:`redraw`) without retraining.
+  per run, so a resumed or merged grid redraws its figures from every run of its first seed (:func:`redraw`)
+  without retraining; a figure that cannot show all of them is left as it is (:func:`_figure_artifacts`).
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     ``attention_zero_init``: start SelfAttention's blocks as the identity (the default, ``True``) or with random
     residual branches (``False``, the default before session 9; see :class:`pimvae.aggregators.SelfAttention`).
     ``resume``: keep the records already in ``out/results.json`` and run only the missing ones; the figures show
-    every run whose artifacts are in ``out/artifacts/``. ``threads``: torch CPU threads during the grid (per job).
+    the first seed's runs, when all their artifacts are in ``out/artifacts/``. ``threads``: torch CPU threads
+    during the grid (per job).
 
     ``jobs``: train that many runs at a time, each in its own worker process (``spawn``) with ``threads`` torch
     threads (default: the CPU count divided by ``jobs``). Every run is seeded on its own (data by its seed, the
@@ -298,7 +300,7 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     if out is not None:
         write_results(records, out)
         (out / "table.md").write_text(format_table(exp, records, budget))
-        exp.figures(records, artifacts, out)
+        exp.figures(records, _figure_artifacts(records, artifacts, out), out)
     return records
 
 
@@ -362,11 +364,32 @@ def _saved_artifacts(records: Sequence[Mapping], out: Path | None) -> list[dict]
         path = artifact_path(out, r)
         if not path.is_file():
             continue
-        try:
-            found.append(load_artifacts(path))
+        try:  # files written before artifacts held their missing rate: the record's, whose path it is
+            found.append({"missing_rate": float(r.get("missing_rate", 0.0)), **load_artifacts(path)})
         except ValueError as err:
             warnings.warn(f"{err}; its run is left out of the figures", stacklevel=3)
     return found
+
+
+def _figure_artifacts(records: Sequence[Mapping], artifacts: Sequence[Mapping], out: Path) -> list[dict]:
+    """What the figures are drawn from: the artifacts of the records' first seed, all of them or none.
+
+    A folder whose first seed's runs have not all kept their artifacts (a merged folder whose ``artifacts/`` was
+    removed, say) gets none, so its latent figures are left as they are rather than redrawn with some of the runs
+    or from another seed; a warning names the runs without artifacts. Records with no artifacts at all (the
+    linear-Gaussian experiments' figures are drawn from the records) are not affected."""
+    if not records:
+        return []
+    first = min(int(r["seed"]) for r in records)
+    have = {_run_key(a) for a in artifacts}
+    wanted = [r for r in records if int(r["seed"]) == first]
+    missing = [r for r in wanted if _run_key(r) not in have]
+    if missing and artifacts:
+        names = ", ".join(artifact_path(out, r).name for r in missing)
+        warnings.warn(f"{len(missing)} run(s) of seed {first} in {out} have no artifacts ({names}); "
+                      "the latent figures are left as they are", stacklevel=3)
+        return []
+    return [dict(a) for a in artifacts if int(a["seed"]) == first]
 
 
 def redraw(exp: Experiment, out: str | Path) -> list[dict]:
@@ -381,7 +404,7 @@ def redraw(exp: Experiment, out: str | Path) -> list[dict]:
         raise ValueError(f"{path} holds no {exp.name} records")
     budgets = {Budget(**r["budget"]) for r in records if "budget" in r}
     (out / "table.md").write_text(format_table(exp, records, budgets.pop() if len(budgets) == 1 else None))
-    exp.figures(records, _saved_artifacts(records, out), out)
+    exp.figures(records, _figure_artifacts(records, _saved_artifacts(records, out), out), out)
     return records
 
 
@@ -412,7 +435,7 @@ def _run_cell(exp: Experiment, data: RunData | None, seed: int, row: Row, bound:
             _WORKER_DATA[key] = exp.data(seed, quick, missing_rate)
         data = _WORKER_DATA[key]
     rec, art = run_one(exp, data, row, bound, beta, seed, budget, quick, target, track_every, attention_zero_init)
-    rec["missing_rate"] = missing_rate or 0.0
+    rec["missing_rate"] = art["missing_rate"] = missing_rate or 0.0
     return rec, art
 
 
