@@ -376,15 +376,16 @@ def _figure_artifacts(records: Sequence[Mapping], artifacts: Sequence[Mapping], 
 
     A folder whose first seed's runs have not all kept their artifacts (a merged folder whose ``artifacts/`` was
     removed, say) gets none, so its latent figures are left as they are rather than redrawn with some of the runs
-    or from another seed; a warning names the runs without artifacts. Records with no artifacts at all (the
-    linear-Gaussian experiments' figures are drawn from the records) are not affected."""
-    if not records:
+    or from another seed; a warning names the runs without artifacts. Runs with no arrays to keep (the
+    linear-Gaussian experiments, whose figures are drawn from the records) are not affected."""
+    artifacts = [a for a in artifacts if any(isinstance(v, (torch.Tensor, np.ndarray)) for v in a.values())]
+    if not records or not artifacts:  # only arrays are saved, so only runs with arrays count as having artifacts
         return []
     first = min(int(r["seed"]) for r in records)
     have = {_run_key(a) for a in artifacts}
     wanted = [r for r in records if int(r["seed"]) == first]
     missing = [r for r in wanted if _run_key(r) not in have]
-    if missing and artifacts:
+    if missing:
         names = ", ".join(artifact_path(out, r).name for r in missing)
         warnings.warn(f"{len(missing)} run(s) of seed {first} in {out} have no artifacts ({names}); "
                       "the latent figures are left as they are", stacklevel=3)
