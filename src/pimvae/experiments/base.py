@@ -390,7 +390,7 @@ def _figure_artifacts(records: Sequence[Mapping], artifacts: Sequence[Mapping], 
         warnings.warn(f"{len(missing)} run(s) of seed {first} in {out} have no artifacts ({names}); "
                       "the latent figures are left as they are", stacklevel=3)
         return []
-    return [dict(a) for a in artifacts if int(a["seed"]) == first]
+    return [a for a in artifacts if int(a["seed"]) == first]
 
 
 def redraw(exp: Experiment, out: str | Path) -> list[dict]:
