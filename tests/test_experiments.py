@@ -104,9 +104,9 @@ def test_grid_training_overrides_reach_the_trainer_the_record_and_the_caption(tm
     seen = []
     real = _loop._fit
 
-    def spy(model, objective, data, config, callbacks=()):
+    def spy(model, objective, data, val=None, config=None, callbacks=()):
         seen.append((config.grad_clip, config.kl_warmup_steps))
-        return real(model, objective, data, config=config, callbacks=callbacks)
+        return real(model, objective, data, val, config=config, callbacks=callbacks)
 
     monkeypatch.setattr(_loop, "_fit", spy)
     (r,) = experiments.run("linear-dense", quick=True, out=tmp_path, aggregators=["poe"], bounds=["masked"],
@@ -278,6 +278,49 @@ def test_budget_maps_to_the_trainer_config():
     assert b.steps(101) == 30 and b.replace(lr=None, epochs=2).epochs == 2
     with pytest.raises(ValueError, match="schedule"):
         Budget(epochs=1, batch_size=1, lr=1.0, schedule="linear")
+
+
+def test_budget_validation_split_and_its_errors():
+    from pimvae.data import MultimodalDataset
+
+    data = MultimodalDataset({"a": torch.arange(40.0)[:, None], "b": torch.zeros(40, 2)})
+    b = Budget(epochs=3, batch_size=8, lr=1e-3, val_fraction=0.25, val_every=2, patience=4)
+    train, val = b.split(data, seed=5)
+    assert (len(train), len(val)) == (30, 10)
+    ids = torch.cat([train.data["a"][:, 0], val.data["a"][:, 0]])
+    assert torch.equal(ids.sort().values, torch.arange(40.0))  # disjoint, and together the whole split
+    again, _ = b.split(data, seed=5)
+    other, _ = b.split(data, seed=6)
+    assert torch.equal(again.data["a"], train.data["a"]) and not torch.equal(other.data["a"], train.data["a"])
+    c = b.train_config(seed=5)
+    assert (c.val_every_n_epochs, c.early_stopping_patience, c.restore_best) == (2, 4, True)
+    plain = Budget(epochs=3, batch_size=8, lr=1e-3)
+    assert plain.split(data, 0) == (data, None) and not plain.train_config().restore_best
+    with pytest.raises(ValueError, match="val_fraction must lie in"):
+        Budget(epochs=1, batch_size=1, lr=1e-3, val_fraction=1.0)
+    with pytest.raises(ValueError, match="patience=3 needs .* val_fraction > 0"):
+        Budget(epochs=1, batch_size=1, lr=1e-3, patience=3)
+    with pytest.raises(ValueError, match="leaves an empty part"):
+        Budget(epochs=1, batch_size=1, lr=1e-3, val_fraction=0.01).split(data, 0)
+
+
+def test_grid_early_stopping_restores_the_best_validation_and_says_so(tmp_path):
+    # a constant rate of 0.1: on the quick five-modal data, seed 0, PoE's validation bound peaks after epoch 12 of
+    # 30 (step 36) and two validations later the run stops
+    kw = dict(quick=True, aggregators=["poe"], bounds=["masked"], val_fraction=0.25, lr=0.1, schedule="constant",
+              warmup_steps=0, verbose=False)
+    (r,) = experiments.run("five-modal", out=tmp_path, epochs=30, patience=2, **kw)
+    assert r["stopped_early"] and r["restored_best"] and (r["best_epoch"], r["best_step"]) == (11, 36)
+    assert r["steps"] == 42 and len(r["val_bound"]) == r["epochs"] == 14 and r["train_size"] == 225
+    assert r["best_val_bound"] == max(r["val_bound"]) == r["val_bound"][11]
+    assert all(v <= r["best_val_bound"] for v in r["val_bound"][-2:])
+    # evaluated with the best validation's parameters: those of the same run cut at the best step
+    (cut,) = experiments.run("five-modal", epochs=12, restore_best=False, **kw)
+    assert cut["steps"] == 36 and not cut["restored_best"]
+    assert (r["llh"], r["lower_bound"], r["mcc"]) == (cut["llh"], cut["lower_bound"], cut["mcc"])
+    assert ("0.25 of the training split held out for validation every 1 epoch(s), early stopping after 2 "
+            "validations without a better bound (1 of 1 runs stopped early), the best validation's parameters "
+            "restored (best at steps 36–36)") in (tmp_path / "table.md").read_text()
 
 
 def test_grid_attention_zero_init_option_reaches_the_model_and_the_record(monkeypatch):

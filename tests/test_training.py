@@ -220,6 +220,56 @@ def test_early_stopping():
     assert result.stopped_early and result.epochs == 3 and len(result.history) == 3
 
 
+# lr 0.1: the validation bound peaks at epoch 8 (step 72) of 10, then falls (constant rate, so a run cut at 72 steps
+# trains exactly as the first 72 steps of the longer one)
+BEST_AT_8 = ("train.lr=0.1", "train.max_steps=null", "train.max_epochs=10", "train.restore_best=true")
+
+
+def test_restore_best_loads_the_parameters_of_the_best_validation(tmp_path):
+    cfg = small_config(*BEST_AT_8)
+    model, result = fit_config(cfg, tmp_path)
+    bounds = [h["val_bound"] for h in result.history]
+    assert result.best == {"bound": max(bounds), "epoch": 8, "step": 72} and bounds[9] < bounds[8]
+    assert result.restored_best and result.steps == 80
+    # the restored model is the one a run stopped at the best step ends with, and its validation bound is the best
+    cut, _ = fit_config(small_config(*BEST_AT_8[:2], "train.max_epochs=9"))
+    assert_same_params(params(model), params(cut))
+    _, objective, splits = build(cfg)
+    torch.manual_seed(derive_seed(cfg.train.seed, "val", 0))
+    with torch.no_grad():
+        bound = objective(model.eval(), splits.val.batch()).terms["bound"].double().mean().item()
+    assert bound == pytest.approx(result.best["bound"], rel=1e-12)
+    # the saved model is the restored one; the last checkpoint keeps the last parameters, to resume from
+    assert_same_params(params(pimvae.MultimodalVAE.load(tmp_path / "model")), params(model))
+    last = load_checkpoint(checkpoint_path(tmp_path))
+    assert last["global_step"] == 80 and last["pimvae"]["best"] == result.best
+    assert not torch.equal(last["state_dict"]["model.modalities.x1.decoder.weight"],
+                           model.modalities["x1"].decoder.weight)
+    # without restore_best the best is still reported, and the model keeps its last parameters
+    last_model, plain = fit_config(small_config(*BEST_AT_8[:3]))
+    assert plain.best == result.best and not plain.restored_best
+    assert torch.equal(last_model.modalities["x1"].decoder.weight, last["state_dict"]["model.modalities.x1.decoder.weight"])
+
+
+def test_restore_best_survives_an_interruption(tmp_path):
+    # interrupted at step 76, after the best validation (step 72): the resumed run restores the same parameters
+    cfg = small_config(*BEST_AT_8, "train.checkpoint_every_n_steps=4")
+    ref, ref_result = fit_config(cfg)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit_config(cfg, tmp_path, callbacks=[StopAt(77)])
+    assert load_checkpoint(checkpoint_path(tmp_path))["global_step"] == 76
+    model, result = fit_config(cfg, tmp_path, resume=True)
+    assert result.best == ref_result.best and result.restored_best
+    assert_same_params(params(model), params(ref))
+
+
+def test_restore_best_needs_validation_data():
+    cfg = small_config("train.restore_best=true")
+    model, objective, splits = build(cfg)
+    with pytest.raises(ValueError, match="restore_best needs validation data"):
+        fit(model, objective, splits.train, None, cfg.train)
+
+
 def test_metrics_csv(tmp_path):
     fit_config(small_config("train.max_steps=20"), tmp_path)
     rows = read_metrics(tmp_path)

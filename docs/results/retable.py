@@ -16,8 +16,8 @@ def main(dirs: list[str]) -> None:
     for d in dirs:
         records = json.loads((Path(d) / "results.json").read_text())
         exp = experiments.get(records[0]["experiment"])
-        budgets = {json.dumps(r["budget"], sort_keys=True) for r in records}
-        budget = Budget(**records[0]["budget"]) if len(budgets) == 1 else None
+        budgets = {Budget(**r["budget"]) for r in records}  # records older than a field take its default
+        budget = next(iter(budgets)) if len(budgets) == 1 else None
         (Path(d) / "table.md").write_text(format_table(exp, records, budget))
         print(f"{d}/table.md: {len(records)} records" + ("" if budget else f", {len(budgets)} budgets"))
 

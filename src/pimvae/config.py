@@ -197,7 +197,9 @@ class TrainConfig:
     cosine over the run, after ``warmup_steps`` of linear warm-up. ``grad_clip``: clip the global gradient norm.
     Training stops at ``max_steps`` or ``max_epochs``, whichever comes first (at least one is required), or early
     when the validation bound has not improved by ``early_stopping_min_delta`` for ``early_stopping_patience``
-    epochs. Metrics are written every ``log_every_n_steps`` steps; checkpoints every
+    validations. ``restore_best``: at the end, load the parameters of the validation with the highest bound into
+    the model (and its saved copy), as Keras' ``restore_best_weights``; the last checkpoint keeps the last
+    parameters, so a resumed run continues from where it stopped. Metrics are written every ``log_every_n_steps`` steps; checkpoints every
     ``checkpoint_every_n_steps`` steps (``None``: only at the end) and at the end. ``seed`` fixes the model's
     initialisation (when built from a config), the data order and every sampled subset and noise draw.
     ``accelerator`` / ``devices`` / ``num_nodes`` / ``strategy`` / ``precision`` go to ``lightning.Trainer``.
@@ -227,6 +229,7 @@ class TrainConfig:
     checkpoint_every_n_steps: int | None = 1000
     early_stopping_patience: int | None = None
     early_stopping_min_delta: float = 0.0
+    restore_best: bool = False
     val_every_n_epochs: int = 1
     drop_last: bool = False
     accelerator: str = "auto"

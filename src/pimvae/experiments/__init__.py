@@ -60,7 +60,9 @@ def run(name: str, *, seeds: Sequence[int] = (0,), epochs: int | None = None, ag
             ``batch_size``, ``schedule`` (``"constant"`` / ``"cosine"``), ``warmup_steps``, ``final_lr_ratio``,
             ``kl_warmup_steps`` (KL annealing), ``grad_clip`` (global gradient-norm clipping; both
             :class:`pimvae.config.TrainConfig`); ``attention_zero_init`` (``False``: SelfAttention's blocks start
-            with random residual branches, the default before session 9);
+            with random residual branches, the default before session 9); ``val_fraction``, ``val_every``,
+            ``patience``, ``restore_best`` (validation on a held-out part of the training split, early stopping and
+            the best validation's parameters: :class:`pimvae.experiments.Budget`);
             ``target`` with ``track_every`` (record the steps and wall time to reach ``target`` of the tracked
             measure, the LLH gap for the linear experiments); ``threads``; ``verbose``.
     """

@@ -19,6 +19,7 @@ from ..config import TrainConfig
 from ..data.dataset import MultimodalDataset
 from ..model import MultimodalVAE
 from ..objectives import Objective
+from ..training import derive_seed
 from ..training import fit as _fit
 
 __all__ = ["Budget", "train", "TrainLog"]
@@ -31,6 +32,11 @@ class Budget:
     Adam(``lr``) for ``epochs`` epochs of ``batch_size``; ``schedule``: ``"constant"`` or ``"cosine"`` (decay from
     ``lr`` to ``lr * final_lr_ratio`` over the run), after ``warmup_steps`` of linear warm-up.
     ``kl_warmup_steps``: KL annealing over that many steps (:class:`pimvae.config.TrainConfig`).
+
+    Validation (none in the paper's settings): ``val_fraction`` of the training split is held out (seeded, from the
+    run's seed) and the model trains on the rest; its bound is computed every ``val_every`` epochs. Training stops
+    after ``patience`` validations without a higher bound (``None``: runs the whole budget), and with
+    ``restore_best`` the model ends with the parameters of the best validation.
     """
 
     epochs: int
@@ -41,10 +47,25 @@ class Budget:
     final_lr_ratio: float = 0.0
     grad_clip: float | None = None
     kl_warmup_steps: int = 0
+    val_fraction: float = 0.0
+    val_every: int = 1
+    patience: int | None = None
+    restore_best: bool = True
 
     def __post_init__(self):
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose 'constant' or 'cosine'")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.val_every < 1:
+            raise ValueError(f"val_every must be at least 1 epoch, got {self.val_every}")
+        if self.patience is not None and (self.patience < 1 or not self.val_fraction):
+            raise ValueError(f"patience={self.patience} needs a positive patience and val_fraction > 0 "
+                             f"(got val_fraction={self.val_fraction})")
+
+    @property
+    def validates(self) -> bool:
+        return self.val_fraction > 0
 
     def steps(self, n: int) -> int:
         """Optimisation steps for ``n`` training points (the last batch of an epoch may be smaller)."""
@@ -59,8 +80,18 @@ class Budget:
             seed=seed, lr=self.lr, final_lr=self.lr * self.final_lr_ratio if self.schedule == "cosine" else None,
             warmup_steps=self.warmup_steps, batch_size=self.batch_size, max_epochs=self.epochs, max_steps=None,
             grad_clip=self.grad_clip, log_every_n_steps=10_000, checkpoint_every_n_steps=None, progress_bar=False,
-            tensorboard=False, kl_warmup_steps=self.kl_warmup_steps,
+            tensorboard=False, kl_warmup_steps=self.kl_warmup_steps, val_every_n_epochs=self.val_every,
+            early_stopping_patience=self.patience, restore_best=self.validates and self.restore_best,
         )
+
+    def split(self, data: MultimodalDataset, seed: int) -> tuple[MultimodalDataset, MultimodalDataset | None]:
+        """``(train, val)``: the ``val_fraction`` held out of ``data`` (shuffled by ``seed``), or ``(data, None)``."""
+        if not self.validates:
+            return data, None
+        val, train = data.split([self.val_fraction, 1.0 - self.val_fraction], seed=derive_seed(seed, "val-split"))
+        if len(val) == 0 or len(train) == 0:
+            raise ValueError(f"val_fraction={self.val_fraction} of {len(data)} points leaves an empty part")
+        return train, val
 
 
 @dataclass
@@ -69,6 +100,11 @@ class TrainLog:
     epochs: int = 0
     wall_s: float = 0.0  # training time, without the time spent in the tracking callback
     loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    train_size: int = 0  # points trained on (the training split less the validation part)
+    val_bound: list[float | None] = field(default_factory=list)  # each epoch's validation bound (None: not run)
+    best: dict = field(default_factory=dict)  # the best validation: bound, epoch, step
+    restored_best: bool = False
+    stopped_early: bool = False
 
 
 class _Every(Callback):
@@ -99,9 +135,12 @@ class _Every(Callback):
 def train(model: MultimodalVAE, objective: Objective, data: MultimodalDataset, budget: Budget, seed: int = 0,
           callback: Callable[[int, float], None] | None = None, callback_every: int = 0) -> TrainLog:
     """Train ``model`` in place with :func:`pimvae.training.fit`; ``callback(step, wall_s)`` every
-    ``callback_every`` steps."""
+    ``callback_every`` steps. With ``budget.val_fraction`` the model trains on the rest of ``data`` and is
+    validated on that part (:meth:`Budget.split`)."""
     cbs = [_Every(callback, callback_every)] if callback is not None and callback_every else []
-    result = _fit(model, objective, data, config=budget.train_config(seed), callbacks=cbs)
+    train_data, val_data = budget.split(data, seed)
+    result = _fit(model, objective, train_data, val_data, config=budget.train_config(seed), callbacks=cbs)
     model.eval()
     spent = cbs[0].spent if cbs else 0.0
-    return TrainLog(result.steps, result.epochs, result.wall_s - spent, result.train_loss)
+    return TrainLog(result.steps, result.epochs, result.wall_s - spent, result.train_loss, len(train_data),
+                    result.val_bound, dict(result.best), result.restored_best, result.stopped_early)

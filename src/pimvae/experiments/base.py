@@ -213,7 +213,9 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
              out: str | Path | None = None, missing_rate: float | None = None, priors: Iterable[str] | None = None,
              betas: Iterable[float] | None = None, lr: float | None = None, batch_size: int | None = None,
              schedule: str | None = None, warmup_steps: int | None = None, final_lr_ratio: float | None = None,
-             kl_warmup_steps: int | None = None, grad_clip: float | None = None, attention_zero_init: bool | None = None,
+             kl_warmup_steps: int | None = None, grad_clip: float | None = None, val_fraction: float | None = None,
+             val_every: int | None = None, patience: int | None = None, restore_best: bool | None = None,
+             attention_zero_init: bool | None = None,
              target: float | None = None, track_every: int = 0, resume: bool = False, threads: int | None = None, jobs: int = 1, verbose: bool = True) -> list[dict]:
     """Train and evaluate every (row, bound, β, seed); return the records and write the files into ``out``.
 
@@ -221,6 +223,9 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     and record ``steps_to_target`` / ``wall_to_target`` (training time only) when it first drops to ``target``.
     ``attention_zero_init``: start SelfAttention's blocks as the identity (the default, ``True``) or with random
     residual branches (``False``, the default before session 9; see :class:`pimvae.aggregators.SelfAttention`).
+    ``val_fraction``, ``val_every``, ``patience``, ``restore_best``: hold out that fraction of each training split
+    for validation every ``val_every`` epochs, stop after ``patience`` validations without a better bound, and end
+    with the best validation's parameters (:class:`Budget`); evaluation is unchanged (the experiment's splits).
     ``resume``: keep the records already in ``out/results.json`` and run only the missing ones; the figures show
     the first seed's runs, when all their artifacts are in ``out/artifacts/``. ``threads``: torch CPU threads
     during the grid (per job).
@@ -236,7 +241,8 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
     betas = list(exp.betas if betas is None else betas)
     base = exp.quick_budget if quick else exp.default
     budget = base.replace(epochs=epochs, lr=lr, batch_size=batch_size, schedule=schedule, warmup_steps=warmup_steps,
-                          final_lr_ratio=final_lr_ratio, kl_warmup_steps=kl_warmup_steps, grad_clip=grad_clip)
+                          final_lr_ratio=final_lr_ratio, kl_warmup_steps=kl_warmup_steps, grad_clip=grad_clip,
+                          val_fraction=val_fraction, val_every=val_every, patience=patience, restore_best=restore_best)
     out = None if out is None else Path(out)
     records: list[dict] = []
     if out is not None:
@@ -474,6 +480,10 @@ def run_one(exp: Experiment, data: RunData, row: Row, bound: str, beta: float, s
            "seed": seed, **metrics, "epochs": log.epochs, "steps": log.steps, "wall_s": round(log.wall_s, 2),
            "eval_s": round(time.perf_counter() - t0, 2), "final_loss": log.loss[-1] if log.loss else None,
            "budget": asdict(budget), "threads": torch.get_num_threads()}
+    if budget.validates:  # where the run stopped and which parameters it ended with
+        rec.update(train_size=log.train_size, stopped_early=log.stopped_early, restored_best=log.restored_best,
+                   best_val_bound=log.best.get("bound"), best_epoch=log.best.get("epoch"),
+                   best_step=log.best.get("step"), val_bound=log.val_bound)
     if zero_init:  # SelfAttention: whether its blocks started as the identity
         rec["zero_init_blocks"] = zero_init[0]
     if tracking:
@@ -523,6 +533,17 @@ def _cell(values: list[float], fmt: str) -> str:
     return f"{mean:{fmt}} ({std:{fmt}})" if std is not None else f"{mean:{fmt}}"
 
 
+def _validation_note(budget: Budget, records: list[dict]) -> str:
+    """What the table's runs did with their validation part, for the table's training line."""
+    best = sorted({r["best_step"] for r in records if r.get("best_step") is not None})
+    stopped = sum(bool(r.get("stopped_early")) for r in records)
+    return (f"; {budget.val_fraction:g} of the training split held out for validation every {budget.val_every} "
+            f"epoch(s)" + (f", early stopping after {budget.patience} validations without a better bound "
+                           f"({stopped} of {len(records)} runs stopped early)" if budget.patience else "")
+            + (f", the best validation's parameters restored (best at steps {best[0]}–{best[-1]})"
+               if budget.restore_best and best else ""))
+
+
 def format_table(exp: Experiment, records: list[dict], budget: Budget | None = None) -> str:
     """The paper's table for ``records``: one line per row, metric columns grouped by bound; each cell is our
     mean (std over seeds) with the paper's published mean (std) in brackets."""
@@ -546,6 +567,7 @@ def format_table(exp: Experiment, records: list[dict], budget: Budget | None = N
                      + (f" (warm-up {budget.warmup_steps} steps)" if budget.warmup_steps else "")
                      + (f", KL warm-up {budget.kl_warmup_steps} steps" if budget.kl_warmup_steps else "")
                      + (f", gradient norm clipped at {budget.grad_clip:g}" if budget.grad_clip else "")
+                     + (_validation_note(budget, records) if budget.validates else "")
                      + f". The paper: {exp.reference.epochs} epochs, batch {exp.reference.batch_size}, "
                      f"Adam lr {exp.reference.lr:g}.")
     lines.append("")

@@ -36,13 +36,17 @@ __all__ = ["FitResult", "fit", "fit_config", "checkpoint_path", "is_rank_zero"]
 class FitResult:
     """What a run did: optimisation ``steps``, ``epochs`` (a partial last epoch counts), ``wall_s`` of this call,
     and ``history``: one entry per epoch ``{epoch, step, train_loss, val_bound}`` (``val_bound``: the mean bound
-    over the validation set with the epoch's final parameters, ``None`` without validation)."""
+    over the validation set with the epoch's final parameters, ``None`` without validation). ``best``: the
+    validation with the highest bound, ``{bound, epoch, step}`` (all ``None`` without validation);
+    ``restored_best``: whether the model holds that validation's parameters (``TrainConfig.restore_best``)."""
 
     steps: int
     epochs: int
     wall_s: float
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    best: dict = field(default_factory=lambda: {"bound": None, "epoch": None, "step": None})
+    restored_best: bool = False
     run_dir: str | None = None
     checkpoint: str | None = None
 
@@ -154,6 +158,8 @@ def fit(
             raise ValueError(f"{name} data has modalities {ds.names}; the model has {model.names} (same order)")
     if config.early_stopping_patience is not None and val is None:
         raise ValueError("train.early_stopping_patience needs validation data (val)")
+    if config.restore_best and val is None:
+        raise ValueError("train.restore_best needs validation data (val)")
     if resume and run_dir is None and resume is True:
         raise ValueError("resume=True needs the run_dir of the interrupted run (or pass a checkpoint path)")
 
@@ -202,11 +208,12 @@ def fit(
         torch.set_num_threads(threads)
         module.restore_beta()
     wall = time.perf_counter() - t0
+    restored = config.restore_best and module.restore_best_state()
     if module.writer is not None:
         module.writer.close()
     result = FitResult(
         steps=trainer.global_step, epochs=trainer.current_epoch, wall_s=wall, history=module.history,
-        stopped_early=bool(module.early_stop["stopped"]),
+        stopped_early=bool(module.early_stop["stopped"]), best=dict(module.best), restored_best=restored,
         run_dir=None if run_dir is None else str(run_dir),
         checkpoint=None if run_dir is None else str(checkpoint_path(run_dir)),
     )

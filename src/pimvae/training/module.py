@@ -163,6 +163,9 @@ class TrainingModule(pl.LightningModule):
         self._last_val: float | None = None
         self._restored: dict | None = None
         self.early_stop = {"best": None, "wait": 0, "stopped": False}
+        # The validation with the highest bound so far; with ``restore_best`` also a copy of its parameters.
+        self.best: dict = {"bound": None, "epoch": None, "step": None}
+        self._best_state: dict[str, Tensor] | None = None
         self._logged_step = -1
         self._reset_accumulators()
         # KL annealing: the objective's β scaled by kl_weight(step) during training, its own β everywhere else.
@@ -415,9 +418,28 @@ class TrainingModule(pl.LightningModule):
             entry["val_bound"] = self._last_val = bound
             row.update({"val/bound": bound, "val/count": count})
             self.progress["val_bound"] = f"{bound:.4g}"
+            self._track_best(bound, epoch)
             self._early_stopping(bound)
         self.history.append(entry)
         self._write(row)
+
+    def _track_best(self, bound: float, epoch: int) -> None:
+        """Remember the validation with the highest bound (a NaN bound is never the best); with
+        ``restore_best`` keep a CPU copy of the model's parameters at it."""
+        best = self.best
+        if not math.isfinite(bound) or (best["bound"] is not None and bound <= best["bound"]):
+            return
+        best.update(bound=bound, epoch=epoch, step=self.global_step)
+        if self.config.restore_best:
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def restore_best_state(self) -> bool:
+        """Load the parameters of the best validation into the model; ``False`` when there are none to load
+        (``restore_best`` off, or no validation ran)."""
+        if self._best_state is None:
+            return False
+        self.model.load_state_dict(self._best_state)
+        return True
 
     def _early_stopping(self, bound: float) -> None:
         patience = self.config.early_stopping_patience
@@ -465,8 +487,11 @@ class TrainingModule(pl.LightningModule):
             "history": [dict(h) for h in self.history],
             "last_val": self._last_val,
             "early_stop": dict(self.early_stop),
+            "best": dict(self.best),
             "rng": _rng_state(),
         }
+        if self._best_state is not None:
+            checkpoint["pimvae"]["best_state"] = self._best_state
         self._pending = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -475,6 +500,8 @@ class TrainingModule(pl.LightningModule):
         self.history = [dict(h) for h in state["history"]]
         self._last_val = state["last_val"]
         self.early_stop = dict(state["early_stop"])
+        self.best = dict(state.get("best", self.best))  # checkpoints written before the best was kept lack it
+        self._best_state = state.get("best_state")
         # Global sums were saved; rank 0 carries them, the others start from zero, so the reductions add up.
         own = self.global_rank == 0
         self._window = torch.tensor(state["accumulators"]["window"] if own else [0.0, 0.0], dtype=torch.float64)
