@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a paper experiment (linear-dense, linear-sparse, linear-sparse-private, "
                                    "bimodal-label, five-modal) and write its table, results and figures.",
                        epilog="Extra key=value options go to pimvae.experiments.run, e.g. epochs=200 "
-                              "aggregators=[poe,sum_pooling].")
+                              "aggregators=[poe,sum_pooling] threads=1 resume=true; validation and early "
+                              "stopping: val_fraction=0.1 val_every=10 patience=10.")
     p.add_argument("experiment", metavar="EXPERIMENT")
     p.add_argument("options", nargs="*", metavar="key=value", help="options for pimvae.experiments.run")
     p.add_argument("--quick", action="store_true", help="the small size that runs in seconds")
