@@ -314,6 +314,10 @@ def test_grid_early_stopping_restores_the_best_validation_and_says_so(tmp_path):
     assert r["steps"] == 42 and len(r["val_bound"]) == r["epochs"] == 14 and r["train_size"] == 225
     assert r["best_val_bound"] == max(r["val_bound"]) == r["val_bound"][11]
     assert all(v <= r["best_val_bound"] for v in r["val_bound"][-2:])
+    from pimvae.experiments.base import validation_curve
+
+    assert validation_curve(r) == (list(range(3, 43, 3)), r["val_bound"])  # 225 points in batches of 100
+    assert (tmp_path / "validation.png").stat().st_size > 0
     # evaluated with the best validation's parameters: those of the same run cut at the best step
     (cut,) = experiments.run("five-modal", epochs=12, restore_best=False, **kw)
     assert cut["steps"] == 36 and not cut["restored_best"]

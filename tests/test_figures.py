@@ -81,6 +81,26 @@ def test_rate_distortion_bars_keep_twelve_groups_apart(tmp_path):
     assert len({tuple(np.round(c, 3)) for c in tab20}) == 12
 
 
+def test_validation_curves_draw_a_line_per_run_and_zoom_past_the_early_climb(tmp_path, monkeypatch):
+    steps = np.arange(1, 41) * 100
+    climb = -100 * np.exp(-steps / 300.0) - 60  # from −132 at step 100 to −60
+    curves = {"PoE": (steps, climb, 2000), "MoE": (steps[:20], climb[:20] - 5, None)}
+    path = figures.validation_curves(curves, tmp_path / "v.png", title="five-modal")
+    cols = colours(path)
+    assert has_colour(cols, TAB10[0], alphas=(1.0,)) and has_colour(cols, TAB10[1], alphas=(1.0,))
+    assert not has_colour(cols, TAB10[2], alphas=(1.0,))
+    # the axis is cut at the lowest value of the curves' last three quarters, not at the first validations
+    from matplotlib.figure import Figure
+
+    ylim, orig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: ylim.append(self.axes[0].get_ylim()) or orig(self, *a, **k))
+    figures.validation_curves(curves, tmp_path / "w.png")
+    low = min(climb[10:].min(), (climb[:20] - 5)[5:].min())
+    assert ylim[0][0] == pytest.approx(low - 0.05 * (-60 - low))
+    with pytest.raises(ValueError, match="no curves"):
+        figures.validation_curves({"x": ([], [], None)}, tmp_path / "x.png")
+
+
 def test_image_grid_shows_the_images(tmp_path):
     ramp = torch.linspace(0, 1, 64).view(1, 1, 8, 8).expand(4, 1, 8, 8)
     path = figures.image_grid({"data": ramp, "noise": torch.rand(4, 64)}, tmp_path / "grid.png")

@@ -4,6 +4,7 @@
 * :func:`rate_distortion_bars` — rates / distortions across subsets, aggregators and bounds from a list of result
   records (Figures 2–5).
 * :func:`image_grid` / :func:`generation_grid` — rows of images: data, reconstructions, cross-generations.
+* :func:`validation_curves` — the validation bound over training, with the step kept and the step stopped at.
 
 Every function writes ``path`` (parent folders created) and returns it.
 """
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["latent_scatter", "rate_distortion_bars", "image_grid", "generation_grid", "METRIC_LABELS"]
+__all__ = ["latent_scatter", "rate_distortion_bars", "image_grid", "generation_grid", "validation_curves",
+           "METRIC_LABELS"]
 
 #: axis titles for the metrics the evaluation produces
 METRIC_LABELS = {
@@ -171,6 +173,37 @@ def rate_distortion_bars(records: Sequence[Mapping], path, metrics: Sequence[str
             axes[0][0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def validation_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], float | None]], path,
+                      title: str | None = None, ylabel: str = "validation bound") -> Path:
+    """One line per run: ``label → (steps, values, best_step)``; a dot marks ``best_step`` (the parameters kept,
+    ``None``: none marked) and a line's end is where the run stopped. The y axis starts at the lowest value of the
+    curves' last three quarters, so the early climb does not flatten the end of training."""
+    curves = {k: (np.asarray(s, float), np.asarray(v, float), b) for k, (s, v, b) in curves.items() if len(s)}
+    if not curves:
+        raise ValueError("no curves to plot")
+    fig, axes = _figure(1, 1, (7.5, 4.2))
+    ax = axes[0][0]
+    colours = _palette(len(curves))
+    for colour, (label, (steps, values, best)) in zip(colours, curves.items()):
+        ax.plot(steps, values, color=colour, linewidth=1.2, label=label)
+        if best is not None:
+            i = int(np.argmin(np.abs(steps - best)))
+            ax.plot([steps[i]], [values[i]], "o", color=colour, markersize=5)
+    tails = np.concatenate([v[len(v) // 4:] for _, v, _ in curves.values()])
+    tails = tails[np.isfinite(tails)]
+    top = max(float(np.nanmax(v)) for _, v, _ in curves.values())
+    if tails.size and tails.min() < top:
+        pad = 0.05 * (top - tails.min())
+        ax.set_ylim(tails.min() - pad, top + pad)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(panel_title(title, 90))
     return _save(fig, path)
 
 

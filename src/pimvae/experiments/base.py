@@ -307,7 +307,37 @@ def run_grid(exp: Experiment, *, seeds: Sequence[int] = (0,), epochs: int | None
         write_results(records, out)
         (out / "table.md").write_text(format_table(exp, records, budget))
         exp.figures(records, _figure_artifacts(records, artifacts, out), out)
+        validation_figure(records, out)
     return records
+
+
+def validation_curve(record: Mapping) -> tuple[list[int], list[float]]:
+    """``(steps, bounds)`` of a run's validations, from its per-epoch ``val_bound`` (``None`` where the epoch had
+    none); an epoch is ``ceil(train_size / batch_size)`` steps."""
+    per_epoch = -(-int(record["train_size"]) // int(record["budget"]["batch_size"]))
+    pairs = [((e + 1) * per_epoch, v) for e, v in enumerate(record.get("val_bound") or []) if v is not None]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def validation_figure(records: Sequence[Mapping], out: str | Path) -> Path | None:
+    """``out/validation.png``: the validation bound over training of the first seed's runs that validated (the
+    dot: the step whose parameters were kept); nothing when no run validated."""
+    runs = [r for r in records if r.get("val_bound")]
+    if not runs:
+        return None
+    from ..evaluation.figures import validation_curves
+
+    first = min(int(r["seed"]) for r in runs)
+    curves = {}
+    for r in runs:
+        if int(r["seed"]) == first:
+            label = f"{DISPLAY.get(r['aggregator'], r['aggregator'])}, {DISPLAY.get(r['prior'], r['prior'])}, " \
+                    f"{DISPLAY.get(r['bound'], r['bound'])}" + (f", β={r['beta']:g}" if r["beta"] != 1 else "")
+            curves[label] = (*validation_curve(r), r.get("best_step") if r.get("restored_best") else None)
+    eta = runs[0].get("missing_rate") or 0
+    return validation_curves(curves, Path(out) / "validation.png",
+                             title=f"{runs[0].get('experiment', '')}, seed {first}" + (f", η = {eta:g}" if eta else "")
+                             + ": bound on the validation part; dot = parameters kept")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,6 +442,7 @@ def redraw(exp: Experiment, out: str | Path) -> list[dict]:
     budgets = {Budget(**r["budget"]) for r in records if "budget" in r}
     (out / "table.md").write_text(format_table(exp, records, budgets.pop() if len(budgets) == 1 else None))
     exp.figures(records, _figure_artifacts(records, _saved_artifacts(records, out), out), out)
+    validation_figure(records, out)
     return records
 
 
