@@ -104,9 +104,9 @@ def test_grid_training_overrides_reach_the_trainer_the_record_and_the_caption(tm
     seen = []
     real = _loop._fit
 
-    def spy(model, objective, data, val=None, config=None, callbacks=()):
+    def spy(*args, config, **kwargs):
         seen.append((config.grad_clip, config.kl_warmup_steps))
-        return real(model, objective, data, val, config=config, callbacks=callbacks)
+        return real(*args, config=config, **kwargs)
 
     monkeypatch.setattr(_loop, "_fit", spy)
     (r,) = experiments.run("linear-dense", quick=True, out=tmp_path, aggregators=["poe"], bounds=["masked"],
@@ -333,10 +333,10 @@ def test_grid_attention_zero_init_option_reaches_the_model_and_the_record(monkey
     built = []
     real = _loop._fit
 
-    def spy(model, objective, data, config, callbacks=()):
+    def spy(model, *args, **kwargs):
         if hasattr(model.aggregator, "blocks"):
             built.append(model.aggregator.blocks[0].out.weight.abs().max().item())
-        return real(model, objective, data, config=config, callbacks=callbacks)
+        return real(model, *args, **kwargs)
 
     monkeypatch.setattr(_loop, "_fit", spy)
     kw = dict(quick=True, aggregators=["self_attention"], bounds=["masked"], epochs=1, verbose=False)
