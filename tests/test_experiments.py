@@ -375,6 +375,30 @@ def test_rate_records_label_beta_only_when_the_records_hold_several():
     assert [r["R_S"] for r in recs] == [1.0, 2.0, 1.0, 2.0]
 
 
+def test_table_names_each_rows_seeds_when_rows_were_run_on_different_seeds():
+    from pimvae.experiments.base import format_table
+
+    exp = experiments.get("five-modal")
+
+    def rec(agg, prior, seed, llh, bound="masked"):
+        return {"aggregator": agg, "prior": prior, "bound": bound, "beta": 1.0, "seed": seed, "llh": llh}
+
+    even = [rec("poe", "standard_normal", s, -60.0 - s) for s in (0, 1)] + \
+        [rec("sum_pooling", "standard_normal", s, -59.0 - s) for s in (0, 1)]
+    table = format_table(exp, even)
+    assert "over 2 seed(s) [0, 1]" in table and "Seeds" not in table
+    assert "| PoE | -60.5 (0.7) [" in table  # mean (sample std) of -60 and -61; one prior: no Prior column
+
+    uneven = even + [rec("sum_pooling_mixture", "gaussian_mixture", s, -58.0 - 2 * s) for s in (0, 1, 2)] + \
+        [rec("moe", "standard_normal", 0, -61.0), rec("moe", "standard_normal", 2, -63.0, bound="mixture")]
+    table = format_table(exp, uneven)
+    assert "over the seeds in the Seeds column (rows were run on different seeds; 3 in all: [0, 1, 2])" in table
+    assert "| Aggregation | Prior | Seeds | Our bound: LLH |" in table
+    assert "| PoE | N(0, I) | 0, 1 | -60.5 (0.7) [" in table
+    assert "| SumPoolingMixture | mixture | 0, 1, 2 | -60.0 (2.0) [" in table
+    assert "| MoE | N(0, I) | Our bound: 0; Mixture bound: 2 | -61.0 [" in table
+
+
 def test_run_artifacts_are_kept_so_resumed_merged_and_redrawn_figures_show_every_run(tmp_path, monkeypatch, capsys):
     from pimvae import cli
 
