@@ -478,6 +478,17 @@ def test_figures_are_drawn_from_the_first_seed_only_and_left_alone_without_its_a
         merge.merge(tmp_path / "both", [tmp_path / "s1"])
     assert seen[-1] == [] and (tmp_path / "both" / "latents_0.png").read_bytes() == figure
 
+    # --table-only: the merged records and their table, with each row's seeds; no artifacts, no figure
+    experiments.run("five-modal", out=tmp_path / "s1sp", seeds=[1], priors=["standard_normal"],
+                    **{**kw, "aggregators": ["SumPooling"]})
+    n_figures = len(seen)
+    merged = merge.merge(tmp_path / "summary", [tmp_path / "both", tmp_path / "s1sp"], table_only=True)
+    assert [(r["aggregator"], r["seed"]) for r in merged] == [("poe", 0), ("poe", 1), ("sum_pooling", 1)]
+    assert sorted(p.name for p in (tmp_path / "summary").iterdir()) == ["results.json", "table.md"]
+    assert len(seen) == n_figures
+    table = (tmp_path / "summary" / "table.md").read_text()
+    assert "| PoE | 0, 1 |" in table and "| SumPooling | 1 |" in table and "Training: 1 epochs" in table
+
     # no artifacts at all: nothing drawn, nothing warned
     shutil.rmtree(tmp_path / "both" / "artifacts")
     with warnings.catch_warnings():

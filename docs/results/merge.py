@@ -6,6 +6,10 @@ only, and are redrawn only when every run of that seed has its artifacts in the 
 Nothing is retrained or re-evaluated.
 
     python docs/results/merge.py docs/results/linear-sparse runs/res/ls_s3 runs/res/ls_s4
+    python docs/results/merge.py --table-only docs/results/five-modal/eta-0.5/steps_40k/all_seeds A B C
+
+``--table-only`` writes the merged ``results.json`` and ``table.md`` and nothing else: no artifacts are copied and
+no figure is drawn (a summary over folders that keep their own).
 
 A run of the same (aggregator, prior, bound, β, seed, missing rate) in a later folder replaces the earlier one.
 Records are sorted by seed, then by the experiment's row order, then bound and β.
@@ -18,10 +22,10 @@ import sys
 from pathlib import Path
 
 from pimvae import experiments
-from pimvae.experiments.base import _run_key, artifact_path, redraw, write_results
+from pimvae.experiments.base import Budget, _run_key, artifact_path, format_table, redraw, write_results
 
 
-def merge(dest: Path, sources: list[Path]) -> list[dict]:
+def merge(dest: Path, sources: list[Path], table_only: bool = False) -> list[dict]:
     merged: dict[tuple, dict] = {}
     origin: dict[tuple, Path] = {}  # where each kept record came from
     for folder in [dest, *sources]:
@@ -42,6 +46,11 @@ def merge(dest: Path, sources: list[Path]) -> list[dict]:
     records.sort(key=lambda r: (r["seed"], order.get((r["aggregator"], r["prior"]), len(order)),
                                 bounds.get(r["bound"], len(bounds)), r["beta"]))
     dest.mkdir(parents=True, exist_ok=True)
+    if table_only:
+        write_results(records, dest)
+        budgets = {Budget(**r["budget"]) for r in records if "budget" in r}
+        (dest / "table.md").write_text(format_table(exp, records, budgets.pop() if len(budgets) == 1 else None))
+        return records
     for r in records:  # a replaced record's artifacts go with it: copy the source's, or drop the stale ones
         source, target = artifact_path(origin[_run_key(r)], r), artifact_path(dest, r)
         if origin[_run_key(r)] != dest:
@@ -58,8 +67,11 @@ def merge(dest: Path, sources: list[Path]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    table_only = "--table-only" in args
+    args = [a for a in args if a != "--table-only"]
+    if len(args) < 2:
         raise SystemExit(__doc__)
-    recs = merge(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])
-    with_art = sum(artifact_path(sys.argv[1], r).is_file() for r in recs)
-    print(f"{sys.argv[1]}: {len(recs)} records, seeds {sorted({r['seed'] for r in recs})}, {with_art} with artifacts")
+    recs = merge(Path(args[0]), [Path(p) for p in args[1:]], table_only=table_only)
+    with_art = sum(artifact_path(args[0], r).is_file() for r in recs)
+    print(f"{args[0]}: {len(recs)} records, seeds {sorted({r['seed'] for r in recs})}, {with_art} with artifacts")
