@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from pimvae import experiments
-from pimvae.experiments.base import Budget, _run_key, artifact_path, format_table, redraw, write_results
+from pimvae.experiments.base import _run_key, artifact_path, redraw, write_results, write_table
 
 
 def merge(dest: Path, sources: list[Path], table_only: bool = False) -> list[dict]:
@@ -48,8 +48,7 @@ def merge(dest: Path, sources: list[Path], table_only: bool = False) -> list[dic
     dest.mkdir(parents=True, exist_ok=True)
     if table_only:
         write_results(records, dest)
-        budgets = {Budget(**r["budget"]) for r in records if "budget" in r}
-        (dest / "table.md").write_text(format_table(exp, records, budgets.pop() if len(budgets) == 1 else None))
+        write_table(exp, records, dest)
         return records
     for r in records:  # a replaced record's artifacts go with it: copy the source's, or drop the stale ones
         source, target = artifact_path(origin[_run_key(r)], r), artifact_path(dest, r)

@@ -9,17 +9,16 @@ import sys
 from pathlib import Path
 
 from pimvae import experiments
-from pimvae.experiments.base import Budget, format_table
+from pimvae.experiments.base import Budget, write_table
 
 
 def main(dirs: list[str]) -> None:
     for d in dirs:
         records = json.loads((Path(d) / "results.json").read_text())
         exp = experiments.get(records[0]["experiment"])
-        budgets = {Budget(**r["budget"]) for r in records}  # records older than a field take its default
-        budget = next(iter(budgets)) if len(budgets) == 1 else None
-        (Path(d) / "table.md").write_text(format_table(exp, records, budget))
-        print(f"{d}/table.md: {len(records)} records" + ("" if budget else f", {len(budgets)} budgets"))
+        write_table(exp, records, Path(d))  # records older than a budget field take its default
+        budgets = {Budget(**r["budget"]) for r in records if "budget" in r}
+        print(f"{d}/table.md: {len(records)} records" + ("" if len(budgets) == 1 else f", {len(budgets)} budgets"))
 
 
 if __name__ == "__main__":
