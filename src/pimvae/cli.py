@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -315,9 +316,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def _hoist_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Take ``pimvae reproduce``'s key=value options out of ``argv`` wherever they stand.
+
+    ``--bounds`` and ``--aggregators`` take a list, so argparse would read ``--bounds masked priors=[...]`` as two
+    bounds and fail on the second; a key=value token is an option wherever it stands, unless it is the value of a
+    one-value option such as ``--out``.
+    """
+    argv = list(argv)
+    commands = [i for i, a in enumerate(argv) if not a.startswith("-")]
+    if not commands or argv[commands[0]] != "reproduce":
+        return argv, []
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["reproduce"]
+    one_value = {s for a in sub._actions if a.option_strings and a.nargs is None for s in a.option_strings}
+    kept, hoisted = argv[: commands[0] + 1], []
+    for token in argv[commands[0] + 1:]:
+        if _OVERRIDE.match(token) and kept[-1] not in one_value:
+            hoisted.append(token)
+        else:
+            kept.append(token)
+    return kept, hoisted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv, hoisted = _hoist_overrides(parser, sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    extra = [*extra, *hoisted]
     try:
         return args.func(args, extra)
     except (CLIError, ValueError) as err:
