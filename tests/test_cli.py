@@ -169,9 +169,9 @@ def test_reproduce_passes_options_to_experiments(tmp_path, capsys, monkeypatch):
                                      "missing_rate": 0.5})]
     calls.clear()  # key=value options after a list option end the list, wherever they stand
     code, _, _ = run_cli("reproduce", "five-modal", "threads=1", "--bounds", "masked", "priors=[standard_normal]",
-                         "--aggregators", "poe", "resume=true", "--out", "a=b", capsys=capsys)
+                         "--aggregators", "poe", "resume=true", "--out", tmp_path / "a=b", capsys=capsys)
     assert code == 0
-    assert calls == [("five-modal", {"quick": False, "out": "a=b", "threads": 1, "priors": ["standard_normal"],
+    assert calls == [("five-modal", {"quick": False, "out": str(tmp_path / "a=b"), "threads": 1, "priors": ["standard_normal"],
                                      "resume": True, "aggregators": ["poe"], "bounds": ["masked"]})]
     code, _, err = run_cli("reproduce", "linear-dense", "epochs", capsys=capsys)
     assert code == 2 and "key=value" in err
