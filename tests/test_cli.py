@@ -167,11 +167,12 @@ def test_reproduce_passes_options_to_experiments(tmp_path, capsys, monkeypatch):
     assert calls == [("five-modal", {"quick": False, "out": str(tmp_path), "epochs": 7,
                                      "aggregators": ["poe", "self_attention"], "bounds": ["masked"],
                                      "missing_rate": 0.5})]
-    calls.clear()  # key=value options after a list option end the list, wherever they stand
+    calls.clear()  # key=value options after a list option end the list; --out's value stays a path
+    monkeypatch.chdir(tmp_path)
     code, _, _ = run_cli("reproduce", "five-modal", "threads=1", "--bounds", "masked", "priors=[standard_normal]",
-                         "--aggregators", "poe", "resume=true", "--out", tmp_path / "a=b", capsys=capsys)
+                         "--aggregators", "poe", "resume=true", "--out", "a=b", capsys=capsys)
     assert code == 0
-    assert calls == [("five-modal", {"quick": False, "out": str(tmp_path / "a=b"), "threads": 1, "priors": ["standard_normal"],
+    assert calls == [("five-modal", {"quick": False, "out": "a=b", "threads": 1, "priors": ["standard_normal"],
                                      "resume": True, "aggregators": ["poe"], "bounds": ["masked"]})]
     code, _, err = run_cli("reproduce", "linear-dense", "epochs", capsys=capsys)
     assert code == 2 and "key=value" in err
