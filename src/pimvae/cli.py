@@ -327,13 +327,13 @@ def _hoist_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tu
     one-value option such as ``--out``.
     """
     argv = list(argv)
-    commands = [i for i, a in enumerate(argv) if not a.startswith("-")]
-    if not commands or argv[commands[0]] != "reproduce":
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is None or argv[command] != "reproduce":
         return argv, []
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["reproduce"]
     one_value = {s for a in sub._actions if a.option_strings and a.nargs is None for s in a.option_strings}
-    kept, hoisted = argv[: commands[0] + 1], []
-    for token in argv[commands[0] + 1:]:
+    kept, hoisted = argv[: command + 1], []
+    for token in argv[command + 1:]:
         if _OVERRIDE.match(token) and kept[-1] not in one_value:
             hoisted.append(token)
         else:
