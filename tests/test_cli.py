@@ -174,6 +174,11 @@ def test_reproduce_passes_options_to_experiments(tmp_path, capsys, monkeypatch):
     assert code == 0
     assert calls == [("five-modal", {"quick": False, "out": "a=b", "threads": 1, "priors": ["standard_normal"],
                                      "resume": True, "aggregators": ["poe"], "bounds": ["masked"]})]
+    calls.clear()  # an exponent without a dot is a number (YAML 1.1 reads 5e-4 as a string), in lists too
+    code, _, _ = run_cli("reproduce", "five-modal", "--out", tmp_path, "lr=5e-4", "betas=[1e0, 2]", "schedule=constant",
+                         capsys=capsys)
+    assert code == 0 and calls[0][1]["lr"] == 5e-4 and calls[0][1]["betas"] == [1.0, 2]
+    assert calls[0][1]["schedule"] == "constant"
     code, _, err = run_cli("reproduce", "linear-dense", "epochs", capsys=capsys)
     assert code == 2 and "key=value" in err
 

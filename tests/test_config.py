@@ -43,6 +43,11 @@ def test_overrides_are_typed():
                      "model.prior=gaussian_mixture", "model.prior.num_components=3")
     assert cfg.train.lr == 3e-4 and isinstance(cfg.train.lr, float)  # YAML reads 3e-4 as a string; converted
     assert cfg.train.max_steps == 7 and cfg.train.devices == "auto"
+    # the loader reads exponents without a dot as numbers (YAML 1.2), everywhere; quoted text stays text
+    assert C.load_yaml("a: 3e-4\nb: [1E3, -.5e+2, '2e-1']\nc: 1e\nd: e5\ne: 7") == \
+        {"a": 3e-4, "b": [1000.0, -50.0, "2e-1"], "c": "1e", "d": "e5", "e": 7}
+    assert C.parse_value("5e-4") == 5e-4 and C.parse_value("[poe, moe]") == ["poe", "moe"]
+    assert C.parse_value("{unclosed") == "{unclosed"  # not YAML: the text itself
     assert cfg.model.prior == C.Component("gaussian_mixture", {"num_components": 3})
     # options of a component given without `type` merge onto the default's
     assert quickstart("model.aggregator.embed_dim=16").model.aggregator.options == {

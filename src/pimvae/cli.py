@@ -191,13 +191,10 @@ def _save_grid(images, path: Path) -> None:
 
 
 def _parse_option(text: str):
-    import yaml
+    from .config import parse_value
 
     key, _, value = text.partition("=")
-    try:
-        return key.replace("-", "_"), yaml.safe_load(value)
-    except yaml.YAMLError:
-        return key.replace("-", "_"), value
+    return key.replace("-", "_"), parse_value(value)
 
 
 def cmd_reproduce(args: argparse.Namespace, extra: list[str]) -> int:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ __all__ = [
     "dump_config",
     "to_dict",
     "apply_overrides",
+    "load_yaml",
+    "parse_value",
     "build_data",
     "build_model",
     "build_objective",
@@ -572,9 +575,25 @@ def to_dict(config: Any) -> Any:
     return config
 
 
-def _parse_value(text: str) -> Any:
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a number with an exponent and no dot (``3e-4``) is a float, as in YAML 1.2;
+    YAML 1.1 reads it as the string ``'3e-4'``."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read as YAML (safe: plain data only), with ``3e-4`` a number."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value (``key=value``) read as YAML: ``3e-4`` → 0.0003, ``[poe, moe]`` → a list; text that
+    is not valid YAML stays the string it is."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -599,7 +618,7 @@ def apply_overrides(raw: Mapping, overrides: Sequence[str]) -> dict:
                 else:
                     raise ValueError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = nxt
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = parse_value(value)
     return out
 
 
@@ -623,7 +642,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config and apply overrides."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except OSError as err:
         raise ValueError(f"cannot read config {path}: {err}") from None
     except yaml.YAMLError as err:
@@ -688,7 +707,7 @@ def load_named_or_path(name_or_path: str | Path, overrides: Sequence[str] = ()) 
     """A config file, or an embedded config by name (``quickstart``) when no such file exists."""
     path = Path(name_or_path)
     if not path.exists() and str(name_or_path) in EMBEDDED:
-        return parse_config(yaml.safe_load(EMBEDDED[str(name_or_path)]), overrides)
+        return parse_config(load_yaml(EMBEDDED[str(name_or_path)]), overrides)
     if not path.exists():
         raise ValueError(f"config {str(name_or_path)!r} not found (a YAML file, or one of {sorted(EMBEDDED)})")
     return load_config(path, overrides)

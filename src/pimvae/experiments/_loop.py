@@ -53,6 +53,14 @@ class Budget:
     restore_best: bool = True
 
     def __post_init__(self):
+        for key in ("epochs", "batch_size", "warmup_steps", "kl_warmup_steps", "val_every", "patience",
+                    "lr", "final_lr_ratio", "val_fraction", "grad_clip"):
+            value = getattr(self, key)
+            whole = key in ("epochs", "batch_size", "warmup_steps", "kl_warmup_steps", "val_every", "patience")
+            if value is None and key in ("patience", "grad_clip"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                raise ValueError(f"{key} must be {'an integer' if whole else 'a number'}, got {value!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose 'constant' or 'cosine'")
         if not 0.0 <= self.val_fraction < 1.0:
