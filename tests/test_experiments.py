@@ -278,11 +278,16 @@ def test_budget_maps_to_the_trainer_config():
     assert b.steps(101) == 30 and b.replace(lr=None, epochs=2).epochs == 2
     with pytest.raises(ValueError, match="schedule"):
         Budget(epochs=1, batch_size=1, lr=1.0, schedule="linear")
-    # a wrongly typed setting is named before any training (a string lr used to fail deep in the trainer)
-    with pytest.raises(ValueError, match="lr must be a number, got '5e-4'"):
-        Budget(epochs=1, batch_size=1, lr=1e-3).replace(lr="5e-4")
-    with pytest.raises(ValueError, match="epochs must be an integer, got 2.5"):
+    # fields are checked like a config file's, before any training (a string lr used to fail deep in the trainer):
+    # a number given as text is converted, a wrong type is named
+    assert Budget(epochs=1, batch_size=1, lr=1e-3).replace(lr="5e-4").lr == 5e-4
+    assert isinstance(Budget(epochs=1, batch_size=1, lr=1).lr, float)
+    with pytest.raises(ValueError, match="budget.lr: expected a number, got str 'fast'"):
+        Budget(epochs=1, batch_size=1, lr="fast")
+    with pytest.raises(ValueError, match="budget.epochs: expected an integer, got float 2.5"):
         Budget(epochs=2.5, batch_size=1, lr=1e-3)
+    with pytest.raises(ValueError, match="budget.patience: expected int or null, got bool True"):
+        Budget(epochs=1, batch_size=1, lr=1e-3, val_fraction=0.1, patience=True)
 
 
 def test_budget_validation_split_and_its_errors():

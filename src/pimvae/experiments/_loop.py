@@ -9,13 +9,13 @@ trainer everywhere.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ..config import TrainConfig
+from ..config import TrainConfig, check_options
 from ..data.dataset import MultimodalDataset
 from ..model import MultimodalVAE
 from ..objectives import Objective
@@ -53,14 +53,9 @@ class Budget:
     restore_best: bool = True
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "warmup_steps", "kl_warmup_steps", "val_every", "patience",
-                    "lr", "final_lr_ratio", "val_fraction", "grad_clip"):
-            value = getattr(self, key)
-            whole = key in ("epochs", "batch_size", "warmup_steps", "kl_warmup_steps", "val_every", "patience")
-            if value is None and key in ("patience", "grad_clip"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-                raise ValueError(f"{key} must be {'an integer' if whole else 'a number'}, got {value!r}")
+        # every field checked against its annotation, as a config file's are (a number given as text is converted)
+        for key, value in check_options(Budget, {f.name: getattr(self, f.name) for f in fields(self)}, "budget").items():
+            object.__setattr__(self, key, value)
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose 'constant' or 'cosine'")
         if not 0.0 <= self.val_fraction < 1.0:
